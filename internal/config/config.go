@@ -1,0 +1,253 @@
+// Package config loads postgate's one TOML file. Loading is strict: unknown keys,
+// wrong types, bad durations and missing files are errors, and every error of a
+// file is reported at once as FILE:LINE: key: message.
+//
+// The defaults live in Default; configs/postgate.toml documents every key with
+// its default and a test keeps the two identical.
+package config
+
+import (
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// Config is the whole daemon configuration.
+type Config struct {
+	Log      Log      `toml:"log"`
+	Policy   Policy   `toml:"policy"`
+	DNS      DNS      `toml:"dns"`
+	Greylist Greylist `toml:"greylist"`
+	Admin    Admin    `toml:"admin"`
+
+	// File is where the configuration came from ("" for the embedded default).
+	File string `toml:"-"`
+}
+
+type Log struct {
+	Level  string `toml:"level"`  // debug, info, warn, error
+	Format string `toml:"format"` // text or json
+}
+
+type Policy struct {
+	Listen          []ListenAddr   `toml:"listen"`
+	SocketMode      FileMode       `toml:"socket_mode"`
+	SocketGroup     string         `toml:"socket_group"`
+	TrustedNetworks []netip.Prefix `toml:"trusted_networks"`
+	IdleTimeout     Duration       `toml:"idle_timeout"`
+	CheckTimeout    Duration       `toml:"check_timeout"`
+}
+
+type DNS struct {
+	Servers   []string `toml:"servers"`
+	Timeout   Duration `toml:"timeout"`
+	CacheSize int      `toml:"cache_size"`
+	MaxTTL    Duration `toml:"max_ttl"`
+}
+
+type Greylist struct {
+	Enabled             bool     `toml:"enabled"`
+	Delay               Duration `toml:"delay"`
+	RetryWindow         Duration `toml:"retry_window"`
+	MaxAge              Duration `toml:"max_age"`
+	AutoWhitelistAfter  int      `toml:"auto_whitelist_after"`
+	DB                  string   `toml:"db"`
+	WhitelistClients    []string `toml:"whitelist_clients"`
+	WhitelistRecipients []string `toml:"whitelist_recipients"`
+	IPv4Prefix          int      `toml:"ipv4_prefix"`
+	IPv6Prefix          int      `toml:"ipv6_prefix"`
+	Privacy             bool     `toml:"privacy"`
+	DeferText           string   `toml:"defer_text"`
+	Header              bool     `toml:"header"`
+	SweepInterval       Duration `toml:"sweep_interval"`
+}
+
+type Admin struct {
+	Listen string `toml:"listen"` // host:port of the HTTP admin API; "" disables it
+}
+
+// Default returns the configuration used for every key a file leaves out.
+func Default() *Config {
+	return &Config{
+		Log: Log{Level: "info", Format: "text"},
+		Policy: Policy{
+			Listen:          []ListenAddr{{Network: "tcp", Address: "127.0.0.1:10040"}},
+			SocketMode:      0o660,
+			TrustedNetworks: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")},
+			IdleTimeout:     Duration(300 * time.Second),
+			CheckTimeout:    Duration(10 * time.Second),
+		},
+		DNS: DNS{
+			Servers:   []string{},
+			Timeout:   Duration(2 * time.Second),
+			CacheSize: 10000,
+			MaxTTL:    Duration(time.Hour),
+		},
+		Greylist: Greylist{
+			Enabled:             true,
+			Delay:               Duration(5 * time.Minute),
+			RetryWindow:         Duration(48 * time.Hour),
+			MaxAge:              Duration(35 * 24 * time.Hour),
+			AutoWhitelistAfter:  5,
+			DB:                  "/var/lib/postgate/greylist.db",
+			WhitelistClients:    []string{},
+			WhitelistRecipients: []string{},
+			IPv4Prefix:          24,
+			IPv6Prefix:          64,
+			DeferText:           "Greylisted, please try again in %s seconds",
+			Header:              true,
+			SweepInterval:       Duration(time.Hour),
+		},
+		Admin: Admin{Listen: "127.0.0.1:10041"},
+	}
+}
+
+// Local is the embedded configuration `postgate serve` runs with when no file
+// is given: the defaults, with state kept under dir so no root is needed.
+func Local(dir string) *Config {
+	c := Default()
+	c.Greylist.DB = filepath.Join(dir, "greylist.db")
+	return c
+}
+
+// Load reads, decodes and validates a configuration file.
+func Load(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, Errors{{File: path, Msg: err.Error()}}
+	}
+	return Parse(path, data)
+}
+
+// Parse decodes and validates data as if read from file. Relative paths in the
+// file are taken relative to the file's directory, so a config and its list
+// files can move together.
+func Parse(file string, data []byte) (*Config, error) {
+	c := Default()
+	el := &errorList{file: file}
+	decodeFile(file, data, c, el)
+	if len(el.errs) > 0 && el.lines == nil {
+		return nil, el.err() // syntax error: nothing more can be said
+	}
+	c.File = file
+	c.resolvePaths(filepath.Dir(file))
+	c.validate(el)
+	if err := el.err(); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// Validate checks an already built configuration (such as Local's) with the
+// same rules as a loaded file.
+func (c *Config) Validate() error {
+	el := &errorList{file: c.File}
+	if el.file == "" {
+		el.file = "(embedded default)"
+	}
+	c.validate(el)
+	return el.err()
+}
+
+func (c *Config) resolvePaths(dir string) {
+	abs := func(p string) string {
+		if p == "" || filepath.IsAbs(p) {
+			return p
+		}
+		return filepath.Join(dir, p)
+	}
+	c.Greylist.DB = abs(c.Greylist.DB)
+	for i, p := range c.Greylist.WhitelistClients {
+		c.Greylist.WhitelistClients[i] = abs(p)
+	}
+	for i, p := range c.Greylist.WhitelistRecipients {
+		c.Greylist.WhitelistRecipients[i] = abs(p)
+	}
+}
+
+func (c *Config) validate(el *errorList) {
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		el.add("log.level", "must be one of debug, info, warn, error; got %q", c.Log.Level)
+	}
+	switch c.Log.Format {
+	case "text", "json":
+	default:
+		el.add("log.format", "must be text or json; got %q", c.Log.Format)
+	}
+
+	if len(c.Policy.Listen) == 0 {
+		el.add("policy.listen", "at least one listener is needed")
+	}
+	positive(el, "policy.idle_timeout", c.Policy.IdleTimeout)
+	positive(el, "policy.check_timeout", c.Policy.CheckTimeout)
+
+	for i, s := range c.DNS.Servers {
+		if _, err := ParseDNSServer(s); err != nil {
+			el.add(fmt.Sprintf("dns.servers[%d]", i), "%v", err)
+		}
+	}
+	positive(el, "dns.timeout", c.DNS.Timeout)
+	if c.DNS.CacheSize < 0 {
+		el.add("dns.cache_size", "must be 0 (no cache) or more")
+	}
+
+	g := &c.Greylist
+	positive(el, "greylist.delay", g.Delay)
+	positive(el, "greylist.retry_window", g.RetryWindow)
+	positive(el, "greylist.max_age", g.MaxAge)
+	positive(el, "greylist.sweep_interval", g.SweepInterval)
+	if g.RetryWindow > 0 && g.Delay >= g.RetryWindow {
+		el.add("greylist.retry_window", "must be longer than greylist.delay (%s), or no retry could ever pass", FormatDuration(g.Delay.D()))
+	}
+	if g.AutoWhitelistAfter < 0 {
+		el.add("greylist.auto_whitelist_after", "must be 0 (disabled) or more")
+	}
+	if g.IPv4Prefix < 1 || g.IPv4Prefix > 32 {
+		el.add("greylist.ipv4_prefix", "must be between 1 and 32")
+	}
+	if g.IPv6Prefix < 1 || g.IPv6Prefix > 128 {
+		el.add("greylist.ipv6_prefix", "must be between 1 and 128")
+	}
+	if strings.Count(g.DeferText, "%") != strings.Count(g.DeferText, "%s")+strings.Count(g.DeferText, "%r")+2*strings.Count(g.DeferText, "%%") {
+		el.add("greylist.defer_text", "only %%s (seconds left), %%r (recipient domain) and %%%% are allowed")
+	}
+	if g.Enabled {
+		if g.DB == "" {
+			el.add("greylist.db", "must be set when greylisting is enabled")
+		} else if dir := filepath.Dir(g.DB); !isDir(dir) {
+			el.add("greylist.db", "directory %s does not exist", dir)
+		}
+		fileList(el, "greylist.whitelist_clients", g.WhitelistClients)
+		fileList(el, "greylist.whitelist_recipients", g.WhitelistRecipients)
+	}
+
+	if c.Admin.Listen != "" {
+		if a, err := ParseListenAddr(c.Admin.Listen); err != nil || a.Network != "tcp" {
+			el.add("admin.listen", "want host:port (TCP), got %q", c.Admin.Listen)
+		}
+	}
+}
+
+func positive(el *errorList, key string, d Duration) {
+	if d <= 0 {
+		el.add(key, "must be a positive duration")
+	}
+}
+
+func fileList(el *errorList, key string, files []string) {
+	for i, f := range files {
+		if _, err := os.Stat(f); err != nil {
+			el.add(fmt.Sprintf("%s[%d]", key, i), "%v", err)
+		}
+	}
+}
+
+func isDir(p string) bool {
+	st, err := os.Stat(p)
+	return err == nil && st.IsDir()
+}
