@@ -1,0 +1,342 @@
+// Package daemon assembles postgate from its configuration: it opens the
+// state, builds the policy pipeline (and later the milter), opens the
+// listeners, and swaps in a freshly built pipeline on reload. It holds no mail
+// logic of its own; that lives in the packages it wires.
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"postgate/greylist"
+	"postgate/internal/admin"
+	"postgate/internal/config"
+	"postgate/internal/listen"
+	"postgate/internal/version"
+	"postgate/policy"
+)
+
+// Daemon is a running postgate.
+type Daemon struct {
+	log   *slog.Logger
+	level *slog.LevelVar
+	reg   *prometheus.Registry
+
+	policyMetrics *policy.Metrics
+	headers       *policy.HeaderCache
+	policySrv     *policy.Server
+	hostname      string
+
+	mu          sync.Mutex // serialises Reload and Shutdown
+	cfg         *config.Config
+	store       atomic.Pointer[greylist.BoltStore] // read by metrics without the lock
+	greylister  atomic.Pointer[greylist.Greylister]
+	stopSweeper context.CancelFunc
+
+	listeners []net.Listener
+	adminSrv  *http.Server
+	serving   sync.WaitGroup
+}
+
+// New builds a daemon from cfg: everything is loaded and checked, the
+// database opened and the listeners bound, but nothing is served yet.
+func New(cfg *config.Config, log *slog.Logger, level *slog.LevelVar) (*Daemon, error) {
+	d := &Daemon{log: log, level: level, reg: prometheus.NewRegistry(), cfg: cfg}
+	d.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	d.policyMetrics = policy.NewMetrics(d.reg)
+	d.headers = policy.NewHeaderCache(0, 0, nil)
+	d.hostname, _ = os.Hostname()
+	registerStoreMetrics(d.reg, d.store.Load)
+
+	if cfg.Greylist.Enabled {
+		if err := d.openStore(cfg); err != nil {
+			return nil, err
+		}
+	}
+	rt, err := d.build(cfg)
+	if err != nil {
+		d.closeStore()
+		return nil, err
+	}
+	d.policySrv = policy.NewServer(rt.pipeline, policy.ServerOptions{
+		IdleTimeout: cfg.Policy.IdleTimeout.D(),
+		Logger:      log,
+		Metrics:     d.policyMetrics,
+	})
+	d.install(rt)
+
+	for _, a := range cfg.Policy.Listen {
+		l, err := listen.Listen(a, listen.Options{Mode: os.FileMode(cfg.Policy.SocketMode), Group: cfg.Policy.SocketGroup})
+		if err != nil {
+			d.closeListeners()
+			d.closeStore()
+			return nil, err
+		}
+		d.listeners = append(d.listeners, l)
+	}
+	if cfg.Admin.Listen != "" {
+		l, err := net.Listen("tcp", cfg.Admin.Listen)
+		if err != nil {
+			d.closeListeners()
+			d.closeStore()
+			return nil, fmt.Errorf("admin listener: %w", err)
+		}
+		d.adminSrv = &http.Server{
+			Handler:           admin.Handler(d.reg, d.greylister.Load, d.health),
+			ReadHeaderTimeout: 10 * time.Second,
+		}
+		d.listeners = append(d.listeners, adminListener{l})
+	}
+	return d, nil
+}
+
+// adminListener marks the admin listener among the others.
+type adminListener struct{ net.Listener }
+
+// Addrs returns the bound addresses of the policy listeners then the admin
+// listener (tests use port 0).
+func (d *Daemon) Addrs() []net.Addr {
+	var out []net.Addr
+	for _, l := range d.listeners {
+		out = append(out, l.Addr())
+	}
+	return out
+}
+
+// Serve starts serving on every listener and returns at once.
+func (d *Daemon) Serve() {
+	for _, l := range d.listeners {
+		d.serving.Add(1)
+		go func() {
+			defer d.serving.Done()
+			var err error
+			if al, ok := l.(adminListener); ok {
+				err = d.adminSrv.Serve(al.Listener)
+				if errors.Is(err, http.ErrServerClosed) {
+					err = nil
+				}
+			} else {
+				err = d.policySrv.Serve(l)
+				if errors.Is(err, policy.ErrServerClosed) {
+					err = nil
+				}
+			}
+			if err != nil {
+				d.log.Error("listener failed", "addr", l.Addr().String(), "err", err)
+			}
+		}()
+	}
+	d.log.Info("postgate started", "version", version.Version, "config", configName(d.cfg), "listen", fmt.Sprint(d.Addrs()))
+}
+
+// runtime is everything built from one configuration that a reload replaces.
+type runtime struct {
+	pipeline   *policy.Pipeline
+	greylister *greylist.Greylister
+}
+
+// build constructs a runtime from cfg without touching the running one, so a
+// reload either fully succeeds or changes nothing.
+func (d *Daemon) build(cfg *config.Config) (*runtime, error) {
+	f, err := loadFiles(cfg)
+	if err != nil {
+		return nil, err
+	}
+	rt := &runtime{}
+	var checks []policy.Check
+	if cfg.Greylist.Enabled {
+		gc := greylist.Config{
+			Delay:              cfg.Greylist.Delay.D(),
+			RetryWindow:        cfg.Greylist.RetryWindow.D(),
+			MaxAge:             cfg.Greylist.MaxAge.D(),
+			AutoWhitelistAfter: cfg.Greylist.AutoWhitelistAfter,
+			IPv4Prefix:         cfg.Greylist.IPv4Prefix,
+			IPv6Prefix:         cfg.Greylist.IPv6Prefix,
+			Privacy:            cfg.Greylist.Privacy,
+			SweepInterval:      cfg.Greylist.SweepInterval.D(),
+			Logger:             d.log,
+		}
+		rt.greylister = greylist.New(d.store.Load(), gc, f.whitelist, nil)
+		checks = append(checks, policy.NewGreylistCheck(rt.greylister, policy.GreylistOptions{
+			DeferText: cfg.Greylist.DeferText,
+			Header:    cfg.Greylist.Header,
+			Hostname:  d.hostname,
+		}))
+	}
+	rt.pipeline = policy.NewPipeline(policy.PipelineOptions{
+		TrustedNetworks: cfg.Policy.TrustedNetworks,
+		CheckTimeout:    cfg.Policy.CheckTimeout.D(),
+		Logger:          d.log,
+		Metrics:         d.policyMetrics,
+		Headers:         d.headers,
+	}, checks...)
+	return rt, nil
+}
+
+// files is what a configuration names besides itself: list and key files.
+type files struct {
+	whitelist *greylist.Whitelist
+}
+
+// loadFiles reads and checks every file cfg names, reporting all errors.
+func loadFiles(cfg *config.Config) (*files, error) {
+	f := &files{}
+	var errs []error
+	if cfg.Greylist.Enabled {
+		wl, err := greylist.LoadWhitelist(cfg.Greylist.WhitelistClients, cfg.Greylist.WhitelistRecipients)
+		if err != nil {
+			errs = append(errs, err)
+		}
+		f.whitelist = wl
+	}
+	return f, errors.Join(errs...)
+}
+
+// CheckFiles loads every list and key file cfg names, exactly as a reload
+// would, without opening sockets or the database (postgate check-config).
+func CheckFiles(cfg *config.Config) error {
+	_, err := loadFiles(cfg)
+	return err
+}
+
+// install makes rt the runtime in force.
+func (d *Daemon) install(rt *runtime) {
+	d.policySrv.SetPipeline(rt.pipeline)
+	d.greylister.Store(rt.greylister)
+	if d.stopSweeper != nil {
+		d.stopSweeper()
+		d.stopSweeper = nil
+	}
+	if rt.greylister != nil {
+		ctx, cancel := context.WithCancel(context.Background())
+		d.stopSweeper = cancel
+		go rt.greylister.RunSweeper(ctx)
+	}
+}
+
+// Reload re-reads the configuration file and every file it names. Everything
+// is built before anything is swapped: on any error the running
+// configuration stays in force and every error is logged.
+func (d *Daemon) Reload(path string) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	start := time.Now()
+	cfg, err := loadConfig(path)
+	if err == nil {
+		err = d.checkRestartOnly(cfg)
+	}
+	if err == nil && cfg.Greylist.Enabled && d.store.Load() == nil {
+		err = d.openStore(cfg)
+	}
+	var rt *runtime
+	if err == nil {
+		rt, err = d.build(cfg)
+	}
+	if err != nil {
+		logErrors(d.log, "reload failed, keeping the running configuration", err)
+		return err
+	}
+	d.install(rt)
+	d.cfg = cfg
+	if d.level != nil {
+		d.level.Set(parseLevel(cfg.Log.Level))
+	}
+	d.log.Info("reloaded", "config", configName(cfg), "duration", time.Since(start).Round(time.Microsecond))
+	return nil
+}
+
+// checkRestartOnly refuses changes a reload cannot apply: sockets and the
+// database stay open across reloads, so Postfix never sees a gap.
+func (d *Daemon) checkRestartOnly(cfg *config.Config) error {
+	var errs []error
+	if fmt.Sprint(cfg.Policy.Listen) != fmt.Sprint(d.cfg.Policy.Listen) ||
+		cfg.Policy.SocketMode != d.cfg.Policy.SocketMode || cfg.Policy.SocketGroup != d.cfg.Policy.SocketGroup {
+		errs = append(errs, errors.New("policy.listen/socket_mode/socket_group changed: restart postgate to apply"))
+	}
+	if cfg.Admin.Listen != d.cfg.Admin.Listen {
+		errs = append(errs, errors.New("admin.listen changed: restart postgate to apply"))
+	}
+	if d.store.Load() != nil && cfg.Greylist.DB != d.cfg.Greylist.DB {
+		errs = append(errs, errors.New("greylist.db changed: restart postgate to apply"))
+	}
+	if cfg.Log.Format != d.cfg.Log.Format {
+		errs = append(errs, errors.New("log.format changed: restart postgate to apply"))
+	}
+	return errors.Join(errs...)
+}
+
+// Shutdown stops accepting, lets in-flight requests finish (until ctx ends),
+// and closes the database cleanly.
+func (d *Daemon) Shutdown(ctx context.Context) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var errs []error
+	if err := d.policySrv.Shutdown(ctx); err != nil {
+		errs = append(errs, fmt.Errorf("policy server: %w", err))
+	}
+	if d.adminSrv != nil {
+		if err := d.adminSrv.Shutdown(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("admin server: %w", err))
+		}
+	}
+	d.serving.Wait()
+	if d.stopSweeper != nil {
+		d.stopSweeper()
+	}
+	if err := d.closeStore(); err != nil {
+		errs = append(errs, fmt.Errorf("greylist database: %w", err))
+	}
+	d.log.Info("postgate stopped")
+	return errors.Join(errs...)
+}
+
+func (d *Daemon) openStore(cfg *config.Config) error {
+	s, err := greylist.OpenBolt(cfg.Greylist.DB, greylist.BoltOptions{Logger: d.log})
+	if err != nil {
+		return fmt.Errorf("greylist database %s: %w", cfg.Greylist.DB, err)
+	}
+	d.store.Store(s)
+	return nil
+}
+
+func (d *Daemon) closeStore() error {
+	s := d.store.Swap(nil)
+	if s == nil {
+		return nil
+	}
+	return s.Close()
+}
+
+func (d *Daemon) closeListeners() {
+	for _, l := range d.listeners {
+		l.Close()
+	}
+	d.listeners = nil
+}
+
+// health is what /healthz reports: the greylist database must answer a read.
+func (d *Daemon) health(ctx context.Context) error {
+	s := d.store.Load()
+	if s == nil || d.greylister.Load() == nil {
+		return nil
+	}
+	return s.View(ctx, greylist.Triplets, []byte("healthz"), func([]byte) error { return nil })
+}
+
+func configName(c *config.Config) string {
+	if c.File == "" {
+		return "(embedded default)"
+	}
+	return c.File
+}
