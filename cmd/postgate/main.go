@@ -26,6 +26,7 @@ const usage = `usage: postgate <command> [arguments]
   greylist stats|list|clients|delete|whitelist ...
                                inspect and edit the greylist state (through the
                                running daemon, or the database file when stopped)
+  rbl check IP|DOMAIN          show what each configured DNS list answers
 `
 
 // defaultConfig is used by the operator commands when no -config is given.
@@ -50,6 +51,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stdout, "postgate %s\n", version.Version)
 	case "greylist":
 		err = greylistCmd(args[1:], stdout)
+	case "rbl":
+		err = rblCmd(args[1:], stdout)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, usage)
 	default:

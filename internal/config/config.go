@@ -13,6 +13,9 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"postgate/policy/spf"
+	"postgate/rbl"
 )
 
 // Config is the whole daemon configuration.
@@ -21,6 +24,8 @@ type Config struct {
 	Policy   Policy   `toml:"policy"`
 	DNS      DNS      `toml:"dns"`
 	Greylist Greylist `toml:"greylist"`
+	SPF      SPF      `toml:"spf"`
+	RBL      RBL      `toml:"rbl"`
 	Admin    Admin    `toml:"admin"`
 
 	// File is where the configuration came from ("" for the embedded default).
@@ -65,6 +70,50 @@ type Greylist struct {
 	SweepInterval       Duration `toml:"sweep_interval"`
 }
 
+type SPF struct {
+	Enabled            bool           `toml:"enabled"`
+	HeloReject         bool           `toml:"helo_reject"`
+	Timeout            Duration       `toml:"timeout"`
+	LookupLimit        int            `toml:"lookup_limit"`
+	VoidLookupLimit    int            `toml:"void_lookup_limit"`
+	Header             string         `toml:"header"`
+	Receiver           string         `toml:"receiver"`
+	HideReceiver       bool           `toml:"hide_receiver"`
+	DefaultExplanation string         `toml:"default_explanation"`
+	SkipClients        []netip.Prefix `toml:"skip_clients"`
+	SkipHelos          []string       `toml:"skip_helos"`
+	WhitelistDomains   []string       `toml:"whitelist_domains"`
+	GreylistWaivePass  bool           `toml:"greylist_waive_pass"`
+	GreylistWaiveDoms  []string       `toml:"greylist_waive_pass_domains"`
+	GreylistRequire    []string       `toml:"greylist_require"`
+	GreylistPoolAware  bool           `toml:"greylist_pass_origin"`
+	MailFrom           SPFActions     `toml:"mailfrom"`
+	Helo               SPFActions     `toml:"helo"`
+}
+
+// SPFActions is what to do with each SPF result of one identity: "accept"
+// (add the header), "reject" or "defer".
+type SPFActions struct {
+	Pass      string `toml:"pass"`
+	Fail      string `toml:"fail"`
+	SoftFail  string `toml:"softfail"`
+	Neutral   string `toml:"neutral"`
+	None      string `toml:"none"`
+	PermError string `toml:"permerror"`
+	TempError string `toml:"temperror"`
+}
+
+type RBL struct {
+	Lists            []string `toml:"lists"`
+	RejectScore      int      `toml:"reject_score"`
+	GreylistScore    int      `toml:"greylist_score"`
+	AllowlistScore   int      `toml:"allowlist_score"`
+	DQSKey           string   `toml:"dqs_key"`
+	Timeout          Duration `toml:"timeout"`
+	FailureWarnAfter int      `toml:"failure_warn_after"`
+	WarnInterval     Duration `toml:"warn_interval"`
+}
+
 type Admin struct {
 	Listen string `toml:"listen"` // host:port of the HTTP admin API; "" disables it
 }
@@ -100,6 +149,31 @@ func Default() *Config {
 			DeferText:           "Greylisted, please try again in %s seconds",
 			Header:              true,
 			SweepInterval:       Duration(time.Hour),
+		},
+		SPF: SPF{
+			Enabled:            true,
+			Timeout:            Duration(20 * time.Second),
+			LookupLimit:        10,
+			VoidLookupLimit:    2,
+			Header:             "received-spf",
+			DefaultExplanation: "SPF validation failed: %{c} is not allowed to send mail for %{d}",
+			SkipClients:        []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")},
+			SkipHelos:          []string{},
+			WhitelistDomains:   []string{},
+			GreylistWaiveDoms:  []string{},
+			GreylistRequire:    []string{},
+			GreylistPoolAware:  true,
+			MailFrom:           SPFActions{Pass: "accept", Fail: "reject", SoftFail: "accept", Neutral: "accept", None: "accept", PermError: "accept", TempError: "accept"},
+			Helo:               SPFActions{Pass: "accept", Fail: "accept", SoftFail: "accept", Neutral: "accept", None: "accept", PermError: "accept", TempError: "accept"},
+		},
+		RBL: RBL{
+			Lists:            []string{},
+			RejectScore:      3,
+			GreylistScore:    0,
+			AllowlistScore:   -1,
+			Timeout:          Duration(5 * time.Second),
+			FailureWarnAfter: 5,
+			WarnInterval:     Duration(10 * time.Minute),
 		},
 		Admin: Admin{Listen: "127.0.0.1:10041"},
 	}
@@ -226,6 +300,55 @@ func (c *Config) validate(el *errorList) {
 		fileList(el, "greylist.whitelist_recipients", g.WhitelistRecipients)
 	}
 
+	if c.SPF.Enabled {
+		if _, err := c.SPF.Policy(); err != nil {
+			el.add("spf", "%v", err)
+		}
+		for _, a := range []struct {
+			key string
+			v   *SPFActions
+		}{{"spf.mailfrom", &c.SPF.MailFrom}, {"spf.helo", &c.SPF.Helo}} {
+			for name, v := range a.v.byResult() {
+				if _, err := spf.ParseAction(v); err != nil {
+					el.add(a.key+"."+name, "must be accept, reject or defer; got %q", v)
+				}
+			}
+		}
+		switch c.SPF.Header {
+		case "received-spf", "authentication-results", "none":
+		default:
+			el.add("spf.header", "must be received-spf, authentication-results or none; got %q", c.SPF.Header)
+		}
+		positive(el, "spf.timeout", c.SPF.Timeout)
+		if c.SPF.LookupLimit < 1 {
+			el.add("spf.lookup_limit", "must be 1 or more (RFC 7208: 10)")
+		}
+		if c.SPF.VoidLookupLimit < 1 {
+			el.add("spf.void_lookup_limit", "must be 1 or more (RFC 7208: 2)")
+		}
+	}
+
+	r := &c.RBL
+	for i, entry := range r.Lists {
+		if _, err := rbl.ParseList(entry); err != nil {
+			el.add(fmt.Sprintf("rbl.lists[%d]", i), "%v", err)
+		}
+	}
+	if err := (rbl.Thresholds{Reject: r.RejectScore, Greylist: r.GreylistScore, Allowlist: r.AllowlistScore}).Validate(); err != nil {
+		el.add("rbl.reject_score", "%v", err)
+	}
+	for _, ch := range r.DQSKey {
+		if !(ch >= 'a' && ch <= 'z' || ch >= 'A' && ch <= 'Z' || ch >= '0' && ch <= '9') {
+			el.add("rbl.dqs_key", "must be letters and digits only")
+			break
+		}
+	}
+	positive(el, "rbl.timeout", r.Timeout)
+	positive(el, "rbl.warn_interval", r.WarnInterval)
+	if r.FailureWarnAfter < 1 {
+		el.add("rbl.failure_warn_after", "must be 1 or more")
+	}
+
 	if c.Admin.Listen != "" {
 		if a, err := ParseListenAddr(c.Admin.Listen); err != nil || a.Network != "tcp" {
 			el.add("admin.listen", "want host:port (TCP), got %q", c.Admin.Listen)
@@ -250,4 +373,45 @@ func fileList(el *errorList, key string, files []string) {
 func isDir(p string) bool {
 	st, err := os.Stat(p)
 	return err == nil && st.IsDir()
+}
+
+func (a *SPFActions) byResult() map[string]string {
+	return map[string]string{"pass": a.Pass, "fail": a.Fail, "softfail": a.SoftFail, "neutral": a.Neutral,
+		"none": a.None, "permerror": a.PermError, "temperror": a.TempError}
+}
+
+func (a *SPFActions) actions() spf.Actions {
+	p := func(s string) spf.Action { x, _ := spf.ParseAction(s); return x }
+	return spf.Actions{Pass: p(a.Pass), Fail: p(a.Fail), SoftFail: p(a.SoftFail), Neutral: p(a.Neutral),
+		None: p(a.None), PermError: p(a.PermError), TempError: p(a.TempError)}
+}
+
+// Policy turns the [spf] section into the SPF decision policy. helo_reject
+// is the documented shorthand for helo.fail = "reject".
+func (s *SPF) Policy() (*spf.Policy, error) {
+	p := spf.DefaultPolicy()
+	p.MailFrom = s.MailFrom.actions()
+	p.Helo = s.Helo.actions()
+	if s.HeloReject {
+		p.Helo.Fail = spf.Reject
+	}
+	switch s.Header {
+	case "received-spf":
+		p.Header = spf.HeaderReceivedSPF
+	case "authentication-results":
+		p.Header = spf.HeaderAuthResults
+	default:
+		p.Header = spf.HeaderNone
+	}
+	p.ReceiverName = s.Receiver
+	p.HideReceiver = s.HideReceiver
+	p.DefaultExplanation = s.DefaultExplanation
+	p.SkipClients = s.SkipClients
+	p.SkipHelos = s.SkipHelos
+	p.WhitelistDomains = s.WhitelistDomains
+	p.GreylistWaivePass = s.GreylistWaivePass
+	p.GreylistWaivePassDomains = s.GreylistWaiveDoms
+	p.GreylistRequire = s.GreylistRequire
+	p.GreylistPassOrigin = s.GreylistPoolAware
+	return &p, p.Validate()
 }

@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"reflect"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -23,6 +24,7 @@ import (
 	"postgate/internal/admin"
 	"postgate/internal/config"
 	"postgate/internal/listen"
+	"postgate/internal/resolver"
 	"postgate/internal/version"
 	"postgate/policy"
 )
@@ -43,6 +45,8 @@ type Daemon struct {
 	store       atomic.Pointer[greylist.BoltStore] // read by metrics without the lock
 	greylister  atomic.Pointer[greylist.Greylister]
 	stopSweeper context.CancelFunc
+	resolver    *resolver.DNS
+	dnsConfig   config.DNS
 
 	listeners []net.Listener
 	adminSrv  *http.Server
@@ -144,6 +148,8 @@ func (d *Daemon) Serve() {
 type runtime struct {
 	pipeline   *policy.Pipeline
 	greylister *greylist.Greylister
+	resolver   *resolver.DNS
+	dnsConfig  config.DNS
 }
 
 // build constructs a runtime from cfg without touching the running one, so a
@@ -153,8 +159,30 @@ func (d *Daemon) build(cfg *config.Config) (*runtime, error) {
 	if err != nil {
 		return nil, err
 	}
-	rt := &runtime{}
+	rt := &runtime{resolver: d.resolver, dnsConfig: cfg.DNS}
+	// The DNS cache survives a reload unless the DNS settings change.
+	if rt.resolver == nil || !reflect.DeepEqual(cfg.DNS, d.dnsConfig) {
+		if rt.resolver, err = NewResolver(cfg.DNS, d.reg, d.log); err != nil {
+			return nil, err
+		}
+	}
 	var checks []policy.Check
+	greylistOnlyWhenRequired := false
+	if len(cfg.RBL.Lists) > 0 {
+		c, t, err := NewRBL(cfg, rt.resolver, d.reg, d.log)
+		if err != nil {
+			return nil, err
+		}
+		checks = append(checks, policy.NewRBLCheck(c, t))
+		greylistOnlyWhenRequired = !t.GreylistsByDefault()
+	}
+	if cfg.SPF.Enabled {
+		c, p, err := NewSPF(cfg, rt.resolver, d.hostname, d.log)
+		if err != nil {
+			return nil, err
+		}
+		checks = append(checks, policy.NewSPFCheck(c, p))
+	}
 	if cfg.Greylist.Enabled {
 		gc := greylist.Config{
 			Delay:              cfg.Greylist.Delay.D(),
@@ -172,6 +200,8 @@ func (d *Daemon) build(cfg *config.Config) (*runtime, error) {
 			DeferText: cfg.Greylist.DeferText,
 			Header:    cfg.Greylist.Header,
 			Hostname:  d.hostname,
+
+			OnlyWhenRequired: greylistOnlyWhenRequired,
 		}))
 	}
 	rt.pipeline = policy.NewPipeline(policy.PipelineOptions{
@@ -212,6 +242,7 @@ func CheckFiles(cfg *config.Config) error {
 
 // install makes rt the runtime in force.
 func (d *Daemon) install(rt *runtime) {
+	d.resolver, d.dnsConfig = rt.resolver, rt.dnsConfig
 	d.policySrv.SetPipeline(rt.pipeline)
 	d.greylister.Store(rt.greylister)
 	if d.stopSweeper != nil {
