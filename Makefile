@@ -1,6 +1,7 @@
 # postgate — `make check` is the one command that runs every test (CI runs it
 # through .ci/run). `make run` starts the daemon with the embedded defaults.
 
+SHELL     := /bin/bash
 GO        ?= go
 PKGS      := ./...
 FUZZTIME  ?= 5s

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/http/pprof"
 	"net/netip"
 	"strconv"
 
@@ -39,6 +40,11 @@ var _ GreylistAdmin = (*greylist.Greylister)(nil)
 func Handler(gatherer prometheus.Gatherer, greylister func() *greylist.Greylister, health func(context.Context) error) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{}))
+	// Profiles, for the numbers in docs/performance.md and for operators
+	// chasing a slow decision. The admin listener is loopback-only.
+	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		if err := health(r.Context()); err != nil {
 			http.Error(w, err.Error(), http.StatusServiceUnavailable)
