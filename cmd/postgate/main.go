@@ -27,6 +27,8 @@ const usage = `usage: postgate <command> [arguments]
                                inspect and edit the greylist state (through the
                                running daemon, or the database file when stopped)
   rbl check IP|DOMAIN          show what each configured DNS list answers
+  dkim genkey|testkey|sign|verify ...
+                               make and check DKIM keys, sign or verify a message
 `
 
 // defaultConfig is used by the operator commands when no -config is given.
@@ -53,6 +55,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = greylistCmd(args[1:], stdout)
 	case "rbl":
 		err = rblCmd(args[1:], stdout)
+	case "dkim":
+		err = dkimCmd(args[1:], stdout)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, usage)
 	default:

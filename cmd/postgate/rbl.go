@@ -4,7 +4,6 @@ import (
 	"context"
 	"flag"
 	"io"
-	"log/slog"
 	"time"
 
 	"postgate/internal/daemon"
@@ -36,7 +35,7 @@ func rblCmd(args []string, stdout io.Writer) error {
 	if len(cfg.RBL.Lists) == 0 {
 		return usageError{"rbl check: no lists configured (rbl.lists in " + configName(*cfgPath) + ")"}
 	}
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	log := quietLog()
 	res, err := daemon.NewResolver(cfg.DNS, nil, log)
 	if err != nil {
 		return err

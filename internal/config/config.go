@@ -11,9 +11,12 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
+	"postgate/dkim"
+	"postgate/milter"
 	"postgate/policy/spf"
 	"postgate/rbl"
 )
@@ -26,6 +29,8 @@ type Config struct {
 	Greylist Greylist `toml:"greylist"`
 	SPF      SPF      `toml:"spf"`
 	RBL      RBL      `toml:"rbl"`
+	Milter   Milter   `toml:"milter"`
+	DKIM     DKIM     `toml:"dkim"`
 	Admin    Admin    `toml:"admin"`
 
 	// File is where the configuration came from ("" for the embedded default).
@@ -114,6 +119,33 @@ type RBL struct {
 	WarnInterval     Duration `toml:"warn_interval"`
 }
 
+type Milter struct {
+	Listen             []ListenAddr   `toml:"listen"`
+	SocketMode         FileMode       `toml:"socket_mode"`
+	SocketGroup        string         `toml:"socket_group"`
+	InternalNetworks   []netip.Prefix `toml:"internal_networks"`
+	OriginatingDaemons []string       `toml:"originating_daemons"`
+	ReadTimeout        Duration       `toml:"read_timeout"`
+	WriteTimeout       Duration       `toml:"write_timeout"`
+}
+
+type DKIM struct {
+	KeyList                string   `toml:"keylist"`
+	SigningTable           string   `toml:"signing_table"`
+	KeyTable               string   `toml:"key_table"`
+	AuthservID             string   `toml:"authserv_id"`
+	Canonicalization       string   `toml:"canonicalization"`
+	SignedHeaders          []string `toml:"signed_headers"`
+	OversignedHeaders      []string `toml:"oversigned_headers"`
+	AllowGroupReadableKeys bool     `toml:"allow_group_readable_keys"`
+	MaxVerifications       int      `toml:"max_verifications"`
+	DNSTimeout             Duration `toml:"dns_timeout"`
+	OnFail                 string   `toml:"on_fail"`
+	OnPermError            string   `toml:"on_permerror"`
+	OnTempError            string   `toml:"on_temperror"`
+	OnUnsigned             string   `toml:"on_unsigned"`
+}
+
 type Admin struct {
 	Listen string `toml:"listen"` // host:port of the HTTP admin API; "" disables it
 }
@@ -175,6 +207,25 @@ func Default() *Config {
 			FailureWarnAfter: 5,
 			WarnInterval:     Duration(10 * time.Minute),
 		},
+		Milter: Milter{
+			Listen:             []ListenAddr{{Network: "tcp", Address: "127.0.0.1:8892"}},
+			SocketMode:         0o660,
+			InternalNetworks:   []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")},
+			OriginatingDaemons: []string{"ORIGINATING"},
+			ReadTimeout:        Duration(10 * time.Minute),
+			WriteTimeout:       Duration(time.Minute),
+		},
+		DKIM: DKIM{
+			Canonicalization:  "relaxed/relaxed",
+			SignedHeaders:     slices.Clone(dkim.DefaultSignedHeaders),
+			OversignedHeaders: slices.Clone(dkim.DefaultOversignedHeaders),
+			MaxVerifications:  5,
+			DNSTimeout:        Duration(5 * time.Second),
+			OnFail:            "accept",
+			OnPermError:       "accept",
+			OnTempError:       "accept",
+			OnUnsigned:        "accept",
+		},
 		Admin: Admin{Listen: "127.0.0.1:10041"},
 	}
 }
@@ -234,6 +285,13 @@ func (c *Config) resolvePaths(dir string) {
 		return filepath.Join(dir, p)
 	}
 	c.Greylist.DB = abs(c.Greylist.DB)
+	c.DKIM.KeyList = abs(c.DKIM.KeyList)
+	c.DKIM.KeyTable = abs(c.DKIM.KeyTable)
+	if t, ok := strings.CutPrefix(c.DKIM.SigningTable, "refile:"); ok {
+		c.DKIM.SigningTable = "refile:" + abs(t)
+	} else {
+		c.DKIM.SigningTable = abs(c.DKIM.SigningTable)
+	}
 	for i, p := range c.Greylist.WhitelistClients {
 		c.Greylist.WhitelistClients[i] = abs(p)
 	}
@@ -348,6 +406,38 @@ func (c *Config) validate(el *errorList) {
 	if r.FailureWarnAfter < 1 {
 		el.add("rbl.failure_warn_after", "must be 1 or more")
 	}
+
+	k := &c.DKIM
+	switch {
+	case k.KeyList != "" && (k.SigningTable != "" || k.KeyTable != ""):
+		el.add("dkim.keylist", "set either keylist or signing_table + key_table, not both")
+	case (k.SigningTable == "") != (k.KeyTable == ""):
+		el.add("dkim.signing_table", "signing_table and key_table go together")
+	}
+	for _, f := range []struct{ key, path string }{{"dkim.keylist", k.KeyList}, {"dkim.signing_table", strings.TrimPrefix(k.SigningTable, "refile:")}, {"dkim.key_table", k.KeyTable}} {
+		if f.path != "" {
+			if _, err := os.Stat(f.path); err != nil {
+				el.add(f.key, "%v", err)
+			}
+		}
+	}
+	if _, _, err := dkim.ParseCanonicalization(k.Canonicalization); err != nil {
+		el.add("dkim.canonicalization", "%v", err)
+	}
+	if !slices.ContainsFunc(k.SignedHeaders, func(h string) bool { return strings.EqualFold(h, "From") }) {
+		el.add("dkim.signed_headers", "must include From (RFC 6376 section 5.4)")
+	}
+	if k.MaxVerifications < 1 {
+		el.add("dkim.max_verifications", "must be 1 or more")
+	}
+	positive(el, "dkim.dns_timeout", k.DNSTimeout)
+	for _, a := range []struct{ key, v string }{{"dkim.on_fail", k.OnFail}, {"dkim.on_permerror", k.OnPermError}, {"dkim.on_temperror", k.OnTempError}, {"dkim.on_unsigned", k.OnUnsigned}} {
+		if _, err := milter.ParseAction(a.v); err != nil {
+			el.add(a.key, "%v", err)
+		}
+	}
+	positive(el, "milter.read_timeout", c.Milter.ReadTimeout)
+	positive(el, "milter.write_timeout", c.Milter.WriteTimeout)
 
 	if c.Admin.Listen != "" {
 		if a, err := ParseListenAddr(c.Admin.Listen); err != nil || a.Network != "tcp" {

@@ -3,11 +3,14 @@ package daemon
 import (
 	"fmt"
 	"log/slog"
+	"net/netip"
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"postgate/dkim"
 	"postgate/internal/config"
 	"postgate/internal/resolver"
+	"postgate/milter"
 	"postgate/policy/spf"
 	"postgate/rbl"
 )
@@ -83,4 +86,53 @@ func NewSPF(cfg *config.Config, res resolver.Resolver, hostname string, log *slo
 		Logger:          log,
 	})
 	return c, p, nil
+}
+
+// LoadKeyring loads the signing keys the [dkim] section names: a KeyList,
+// OpenDKIM's tables, or nothing (nil: verify only).
+func LoadKeyring(c config.DKIM) (*dkim.Keyring, error) {
+	opts := dkim.LoadOptions{AllowGroupReadable: c.AllowGroupReadableKeys}
+	switch {
+	case c.KeyList != "":
+		return dkim.LoadKeyList(c.KeyList, opts)
+	case c.SigningTable != "":
+		return dkim.LoadKeyTables(c.SigningTable, c.KeyTable, opts)
+	}
+	return nil, nil
+}
+
+// SignOptions and VerifyOptions turn the [dkim] section into the dkim
+// package's options; the CLI's sign/verify use them too.
+func SignOptions(c config.DKIM) *dkim.SignOptions {
+	return &dkim.SignOptions{Canonicalization: c.Canonicalization, SignedHeaders: c.SignedHeaders, OversignedHeaders: c.OversignedHeaders}
+}
+
+func VerifyOptions(c config.DKIM, res resolver.Resolver, log *slog.Logger) *dkim.VerifyOptions {
+	return &dkim.VerifyOptions{Resolver: res, Timeout: c.DNSTimeout.D(), MaxVerifications: c.MaxVerifications, Logger: log}
+}
+
+// milterOptions builds the milter's options from cfg and loaded keys.
+func milterOptions(cfg *config.Config, kr *dkim.Keyring, res resolver.Resolver, hostname string, log *slog.Logger) milter.Options {
+	action := func(s string) milter.Action { a, _ := milter.ParseAction(s); return a }
+	authserv := cfg.DKIM.AuthservID
+	if authserv == "" {
+		authserv = hostname
+	}
+	return milter.Options{
+		Keyring:            kr,
+		SignOptions:        SignOptions(cfg.DKIM),
+		VerifyOptions:      VerifyOptions(cfg.DKIM, res, log),
+		AuthservID:         authserv,
+		InternalNetworks:   append([]netip.Prefix{}, cfg.Milter.InternalNetworks...),
+		OriginatingDaemons: append([]string{}, cfg.Milter.OriginatingDaemons...),
+		Verdicts: map[dkim.Status]milter.Action{
+			dkim.StatusFail:      action(cfg.DKIM.OnFail),
+			dkim.StatusPermError: action(cfg.DKIM.OnPermError),
+			dkim.StatusTempError: action(cfg.DKIM.OnTempError),
+			dkim.StatusNone:      action(cfg.DKIM.OnUnsigned),
+		},
+		Logger:       log,
+		ReadTimeout:  cfg.Milter.ReadTimeout.D(),
+		WriteTimeout: cfg.Milter.WriteTimeout.D(),
+	}
 }

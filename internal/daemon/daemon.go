@@ -20,12 +20,14 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"postgate/dkim"
 	"postgate/greylist"
 	"postgate/internal/admin"
 	"postgate/internal/config"
 	"postgate/internal/listen"
 	"postgate/internal/resolver"
 	"postgate/internal/version"
+	"postgate/milter"
 	"postgate/policy"
 )
 
@@ -38,6 +40,7 @@ type Daemon struct {
 	policyMetrics *policy.Metrics
 	headers       *policy.HeaderCache
 	policySrv     *policy.Server
+	milterSrv     *milter.Server
 	hostname      string
 
 	mu          sync.Mutex // serialises Reload and Shutdown
@@ -78,7 +81,18 @@ func New(cfg *config.Config, log *slog.Logger, level *slog.LevelVar) (*Daemon, e
 		Logger:      log,
 		Metrics:     d.policyMetrics,
 	})
-	d.install(rt)
+	if len(cfg.Milter.Listen) > 0 {
+		mo := rt.milter
+		mo.Registerer = d.reg
+		if d.milterSrv, err = milter.NewServer(mo); err != nil {
+			d.closeStore()
+			return nil, fmt.Errorf("milter: %w", err)
+		}
+	}
+	if err := d.install(rt); err != nil {
+		d.closeStore()
+		return nil, err
+	}
 
 	for _, a := range cfg.Policy.Listen {
 		l, err := listen.Listen(a, listen.Options{Mode: os.FileMode(cfg.Policy.SocketMode), Group: cfg.Policy.SocketGroup})
@@ -88,6 +102,15 @@ func New(cfg *config.Config, log *slog.Logger, level *slog.LevelVar) (*Daemon, e
 			return nil, err
 		}
 		d.listeners = append(d.listeners, l)
+	}
+	for _, a := range cfg.Milter.Listen {
+		l, err := listen.Listen(a, listen.Options{Mode: os.FileMode(cfg.Milter.SocketMode), Group: cfg.Milter.SocketGroup})
+		if err != nil {
+			d.closeListeners()
+			d.closeStore()
+			return nil, err
+		}
+		d.listeners = append(d.listeners, milterListener{l})
 	}
 	if cfg.Admin.Listen != "" {
 		l, err := net.Listen("tcp", cfg.Admin.Listen)
@@ -105,8 +128,9 @@ func New(cfg *config.Config, log *slog.Logger, level *slog.LevelVar) (*Daemon, e
 	return d, nil
 }
 
-// adminListener marks the admin listener among the others.
+// adminListener and milterListener mark those listeners among the policy ones.
 type adminListener struct{ net.Listener }
+type milterListener struct{ net.Listener }
 
 // Addrs returns the bound addresses of the policy listeners then the admin
 // listener (tests use port 0).
@@ -125,12 +149,18 @@ func (d *Daemon) Serve() {
 		go func() {
 			defer d.serving.Done()
 			var err error
-			if al, ok := l.(adminListener); ok {
-				err = d.adminSrv.Serve(al.Listener)
+			switch l := l.(type) {
+			case adminListener:
+				err = d.adminSrv.Serve(l.Listener)
 				if errors.Is(err, http.ErrServerClosed) {
 					err = nil
 				}
-			} else {
+			case milterListener:
+				err = d.milterSrv.Serve(l.Listener)
+				if errors.Is(err, milter.ErrServerClosed) {
+					err = nil
+				}
+			default:
 				err = d.policySrv.Serve(l)
 				if errors.Is(err, policy.ErrServerClosed) {
 					err = nil
@@ -150,6 +180,7 @@ type runtime struct {
 	greylister *greylist.Greylister
 	resolver   *resolver.DNS
 	dnsConfig  config.DNS
+	milter     milter.Options
 }
 
 // build constructs a runtime from cfg without touching the running one, so a
@@ -204,6 +235,7 @@ func (d *Daemon) build(cfg *config.Config) (*runtime, error) {
 			OnlyWhenRequired: greylistOnlyWhenRequired,
 		}))
 	}
+	rt.milter = milterOptions(cfg, f.keyring, rt.resolver, d.hostname, d.log)
 	rt.pipeline = policy.NewPipeline(policy.PipelineOptions{
 		TrustedNetworks: cfg.Policy.TrustedNetworks,
 		CheckTimeout:    cfg.Policy.CheckTimeout.D(),
@@ -217,6 +249,7 @@ func (d *Daemon) build(cfg *config.Config) (*runtime, error) {
 // files is what a configuration names besides itself: list and key files.
 type files struct {
 	whitelist *greylist.Whitelist
+	keyring   *dkim.Keyring
 }
 
 // loadFiles reads and checks every file cfg names, reporting all errors.
@@ -230,6 +263,11 @@ func loadFiles(cfg *config.Config) (*files, error) {
 		}
 		f.whitelist = wl
 	}
+	kr, err := LoadKeyring(cfg.DKIM)
+	if err != nil {
+		errs = append(errs, err)
+	}
+	f.keyring = kr
 	return f, errors.Join(errs...)
 }
 
@@ -241,7 +279,12 @@ func CheckFiles(cfg *config.Config) error {
 }
 
 // install makes rt the runtime in force.
-func (d *Daemon) install(rt *runtime) {
+func (d *Daemon) install(rt *runtime) error {
+	if d.milterSrv != nil {
+		if err := d.milterSrv.SetOptions(rt.milter); err != nil {
+			return fmt.Errorf("milter: %w", err)
+		}
+	}
 	d.resolver, d.dnsConfig = rt.resolver, rt.dnsConfig
 	d.policySrv.SetPipeline(rt.pipeline)
 	d.greylister.Store(rt.greylister)
@@ -254,6 +297,7 @@ func (d *Daemon) install(rt *runtime) {
 		d.stopSweeper = cancel
 		go rt.greylister.RunSweeper(ctx)
 	}
+	return nil
 }
 
 // Reload re-reads the configuration file and every file it names. Everything
@@ -278,7 +322,10 @@ func (d *Daemon) Reload(path string) error {
 		logErrors(d.log, "reload failed, keeping the running configuration", err)
 		return err
 	}
-	d.install(rt)
+	if err := d.install(rt); err != nil {
+		logErrors(d.log, "reload failed, keeping the running configuration", err)
+		return err
+	}
 	d.cfg = cfg
 	if d.level != nil {
 		d.level.Set(parseLevel(cfg.Log.Level))
@@ -301,6 +348,10 @@ func (d *Daemon) checkRestartOnly(cfg *config.Config) error {
 	if d.store.Load() != nil && cfg.Greylist.DB != d.cfg.Greylist.DB {
 		errs = append(errs, errors.New("greylist.db changed: restart postgate to apply"))
 	}
+	if fmt.Sprint(cfg.Milter.Listen) != fmt.Sprint(d.cfg.Milter.Listen) ||
+		cfg.Milter.SocketMode != d.cfg.Milter.SocketMode || cfg.Milter.SocketGroup != d.cfg.Milter.SocketGroup {
+		errs = append(errs, errors.New("milter.listen/socket_mode/socket_group changed: restart postgate to apply"))
+	}
 	if cfg.Log.Format != d.cfg.Log.Format {
 		errs = append(errs, errors.New("log.format changed: restart postgate to apply"))
 	}
@@ -315,6 +366,11 @@ func (d *Daemon) Shutdown(ctx context.Context) error {
 	var errs []error
 	if err := d.policySrv.Shutdown(ctx); err != nil {
 		errs = append(errs, fmt.Errorf("policy server: %w", err))
+	}
+	if d.milterSrv != nil {
+		if err := d.milterSrv.Shutdown(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("milter: %w", err))
+		}
 	}
 	if d.adminSrv != nil {
 		if err := d.adminSrv.Shutdown(ctx); err != nil {

@@ -52,7 +52,8 @@ type testDaemon struct {
 }
 
 func (td *testDaemon) policyAddr() string { return td.d.Addrs()[0].String() }
-func (td *testDaemon) adminAddr() string  { return td.d.Addrs()[1].String() }
+func (td *testDaemon) milterAddr() string { return td.d.Addrs()[1].String() }
+func (td *testDaemon) adminAddr() string  { return td.d.Addrs()[2].String() }
 
 const baseConfig = `
 [policy]
@@ -67,6 +68,8 @@ delay = "5m"
 db = "greylist.db"
 whitelist_clients = ["clients"]
 whitelist_recipients = ["recipients"]
+[milter]
+listen = ["inet:127.0.0.1:0"]
 [admin]
 listen = "127.0.0.1:0"
 `
@@ -259,7 +262,7 @@ func TestDatabaseLocked(t *testing.T) {
 func TestStartErrors(t *testing.T) {
 	dir := t.TempDir()
 	cfg := filepath.Join(dir, "postgate.toml")
-	os.WriteFile(cfg, []byte("[greylist]\ndb = \"g.db\"\nwhitelist_clients = [\"missing\"]\n[policy]\nlisten = [\"inet:127.0.0.1:0\"]\n[admin]\nlisten = \"\"\n"), 0o644)
+	os.WriteFile(cfg, []byte("[greylist]\ndb = \"g.db\"\nwhitelist_clients = [\"missing\"]\n[policy]\nlisten = [\"inet:127.0.0.1:0\"]\n[milter]\nlisten = []\n[admin]\nlisten = \"\"\n"), 0o644)
 	err := Run(Options{ConfigPath: cfg, LogOutput: io.Discard, Signals: make(chan os.Signal)})
 	if err == nil || !strings.Contains(err.Error(), cfg+":3: greylist.whitelist_clients[0]") {
 		t.Fatalf("got %v", err)

@@ -42,6 +42,9 @@ const (
 // env is one running test installation: Postfix, Dovecot, postgate, the
 // DNS server and the sink, all under one temporary directory.
 type env struct {
+	// dataStageShipped: configs/main.cf calls postgate at DATA too.
+	dataStageShipped bool
+
 	t    *testing.T
 	root string // module root (where go.mod is)
 	dir  string // temporary directory holding everything
@@ -679,13 +682,23 @@ delay_warning_time = 0
 		p = fix(p)
 		fmt.Fprintf(&b, "%s = %s\n", p.Name, p.Value)
 	}
-	if v, ok := commentedParam(string(mainSnippet), "smtpd_data_restrictions"); ok {
-		// The optional DATA-stage call, used by the second MX service.
-		p := fix(cfParam{"smtpd_data_restrictions", v})
-		fmt.Fprintf(&b, "e2e_data_restrictions = %s\n", p.Value)
-	} else {
-		t.Fatalf("configs/main.cf: the optional smtpd_data_restrictions snippet is gone")
+	// The DATA-stage call: shipped active (every service gets it) or
+	// commented out (only the second MX service gets it).
+	dataStage, shipped := "", false
+	for _, p := range params {
+		if p.Name == "smtpd_data_restrictions" {
+			dataStage, shipped = fix(p).Value, true
+		}
 	}
+	if !shipped {
+		v, ok := commentedParam(string(mainSnippet), "smtpd_data_restrictions")
+		if !ok {
+			t.Fatalf("configs/main.cf: the smtpd_data_restrictions snippet is gone")
+		}
+		dataStage = fix(cfParam{"smtpd_data_restrictions", v}).Value
+	}
+	e.dataStageShipped = shipped
+	fmt.Fprintf(&b, "e2e_data_restrictions = %s\n", dataStage)
 	writeFile(t, filepath.Join(e.pfConfDir, "main.cf"), b.String())
 
 	masterSnippet, err := os.ReadFile(filepath.Join(e.root, "configs", "master.cf"))
