@@ -53,7 +53,9 @@ func Run(opts Options) error {
 	}
 	level := new(slog.LevelVar)
 	level.Set(parseLevel(cfg.Log.Level))
-	log := NewLogger(opts.LogOutput, cfg.Log.Format, level)
+	out := newLineWriter(opts.LogOutput)
+	defer out.Close()
+	log := NewLogger(out, cfg.Log.Format, level)
 
 	d, err := New(cfg, log, level)
 	if err != nil {
