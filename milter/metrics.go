@@ -1,9 +1,9 @@
 package milter
 
 import (
-	"errors"
-
 	"github.com/prometheus/client_golang/prometheus"
+
+	"postgate/internal/promreg"
 )
 
 type metrics struct {
@@ -29,24 +29,9 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}),
 	}
 	if reg != nil {
-		m.messages = register(reg, m.messages)
-		m.duration = register(reg, m.duration)
-		m.connections = register(reg, m.connections)
+		m.messages = promreg.MustRegister(reg, m.messages)
+		m.duration = promreg.MustRegister(reg, m.duration)
+		m.connections = promreg.MustRegister(reg, m.connections)
 	}
 	return m
-}
-
-// register registers c, or returns the collector already registered under
-// its name (a second Server in the same process shares the metrics).
-func register[C prometheus.Collector](reg prometheus.Registerer, c C) C {
-	if err := reg.Register(c); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if errors.As(err, &are) {
-			if old, ok := are.ExistingCollector.(C); ok {
-				return old
-			}
-		}
-		panic(err)
-	}
-	return c
 }

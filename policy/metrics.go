@@ -1,9 +1,9 @@
 package policy
 
 import (
-	"errors"
-
 	"github.com/prometheus/client_golang/prometheus"
+
+	"postgate/internal/promreg"
 )
 
 // Metrics are the policy service's Prometheus metrics. One Metrics is meant
@@ -47,25 +47,11 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}, []string{"kind"}),
 	}
 	if reg != nil {
-		m.requests = register(reg, m.requests)
-		m.duration = register(reg, m.duration)
-		m.checkErrors = register(reg, m.checkErrors)
-		m.connections = register(reg, m.connections)
-		m.protocolErrors = register(reg, m.protocolErrors)
+		m.requests = promreg.MustRegister(reg, m.requests)
+		m.duration = promreg.MustRegister(reg, m.duration)
+		m.checkErrors = promreg.MustRegister(reg, m.checkErrors)
+		m.connections = promreg.MustRegister(reg, m.connections)
+		m.protocolErrors = promreg.MustRegister(reg, m.protocolErrors)
 	}
 	return m
-}
-
-func register[C prometheus.Collector](reg prometheus.Registerer, c C) C {
-	if err := reg.Register(c); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if errors.As(err, &are) {
-			if existing, ok := are.ExistingCollector.(C); ok {
-				return existing
-			}
-		}
-		// A different collector with the same name: a programming error.
-		panic(err)
-	}
-	return c
 }

@@ -36,6 +36,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"postgate/internal/promreg"
+
 	"postgate/internal/resolver"
 )
 
@@ -656,18 +658,12 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		return m, nil
 	}
 	for _, p := range []**prometheus.CounterVec{&m.lookups, &m.failures, &m.listErrors, &m.listed} {
-		if err := reg.Register(*p); err != nil {
-			// A second Checker (reload) shares the counters of the first.
-			var are prometheus.AlreadyRegisteredError
-			if !errors.As(err, &are) {
-				return nil, fmt.Errorf("rbl: metrics: %w", err)
-			}
-			existing, ok := are.ExistingCollector.(*prometheus.CounterVec)
-			if !ok {
-				return nil, fmt.Errorf("rbl: metrics: %w", err)
-			}
-			*p = existing
+		// A second Checker (reload) shares the counters of the first.
+		c, err := promreg.Register(reg, *p)
+		if err != nil {
+			return nil, fmt.Errorf("rbl: metrics: %w", err)
 		}
+		*p = c
 	}
 	return m, nil
 }

@@ -14,6 +14,7 @@ import (
 	"postgate/greylist"
 	"postgate/internal/admin"
 	"postgate/internal/config"
+	"postgate/internal/daemon"
 )
 
 const greylistUsage = `greylist <command> [-config FILE] [arguments]
@@ -175,14 +176,6 @@ func greylistAdmin(ctx context.Context, cfg *config.Config) (admin.GreylistAdmin
 	if err != nil {
 		return nil, nil, fmt.Errorf("%s: %w", cfg.Greylist.DB, err)
 	}
-	g := greylist.New(store, greylist.Config{
-		Delay:              cfg.Greylist.Delay.D(),
-		RetryWindow:        cfg.Greylist.RetryWindow.D(),
-		MaxAge:             cfg.Greylist.MaxAge.D(),
-		AutoWhitelistAfter: cfg.Greylist.AutoWhitelistAfter,
-		IPv4Prefix:         cfg.Greylist.IPv4Prefix,
-		IPv6Prefix:         cfg.Greylist.IPv6Prefix,
-		Privacy:            cfg.Greylist.Privacy,
-	}, nil, nil)
+	g := greylist.New(store, daemon.GreylistConfig(cfg.Greylist), nil, nil)
 	return g, func() { store.Close() }, nil
 }

@@ -8,6 +8,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"postgate/dkim"
+	"postgate/greylist"
 	"postgate/internal/config"
 	"postgate/internal/resolver"
 	"postgate/milter"
@@ -134,5 +135,20 @@ func milterOptions(cfg *config.Config, kr *dkim.Keyring, res resolver.Resolver, 
 		Logger:       log,
 		ReadTimeout:  cfg.Milter.ReadTimeout.D(),
 		WriteTimeout: cfg.Milter.WriteTimeout.D(),
+	}
+}
+
+// GreylistConfig turns the [greylist] section into the greylisting policy;
+// the offline `postgate greylist` commands use it too.
+func GreylistConfig(c config.Greylist) greylist.Config {
+	return greylist.Config{
+		Delay:              c.Delay.D(),
+		RetryWindow:        c.RetryWindow.D(),
+		MaxAge:             c.MaxAge.D(),
+		AutoWhitelistAfter: c.AutoWhitelistAfter,
+		IPv4Prefix:         c.IPv4Prefix,
+		IPv6Prefix:         c.IPv6Prefix,
+		Privacy:            c.Privacy,
+		SweepInterval:      c.SweepInterval.D(),
 	}
 }

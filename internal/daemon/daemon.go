@@ -215,17 +215,8 @@ func (d *Daemon) build(cfg *config.Config) (*runtime, error) {
 		checks = append(checks, policy.NewSPFCheck(c, p))
 	}
 	if cfg.Greylist.Enabled {
-		gc := greylist.Config{
-			Delay:              cfg.Greylist.Delay.D(),
-			RetryWindow:        cfg.Greylist.RetryWindow.D(),
-			MaxAge:             cfg.Greylist.MaxAge.D(),
-			AutoWhitelistAfter: cfg.Greylist.AutoWhitelistAfter,
-			IPv4Prefix:         cfg.Greylist.IPv4Prefix,
-			IPv6Prefix:         cfg.Greylist.IPv6Prefix,
-			Privacy:            cfg.Greylist.Privacy,
-			SweepInterval:      cfg.Greylist.SweepInterval.D(),
-			Logger:             d.log,
-		}
+		gc := GreylistConfig(cfg.Greylist)
+		gc.Logger = d.log
 		rt.greylister = greylist.New(d.store.Load(), gc, f.whitelist, nil)
 		checks = append(checks, policy.NewGreylistCheck(rt.greylister, policy.GreylistOptions{
 			DeferText: cfg.Greylist.DeferText,

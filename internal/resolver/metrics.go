@@ -1,9 +1,9 @@
 package resolver
 
 import (
-	"errors"
-
 	"github.com/prometheus/client_golang/prometheus"
+
+	"postgate/internal/promreg"
 )
 
 type metrics struct {
@@ -37,32 +37,18 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	}
 	if reg != nil {
 		var err error
-		if m.queries, err = register(reg, m.queries); err != nil {
+		if m.queries, err = promreg.Register(reg, m.queries); err != nil {
 			return nil, err
 		}
-		if m.hits, err = register(reg, m.hits); err != nil {
+		if m.hits, err = promreg.Register(reg, m.hits); err != nil {
 			return nil, err
 		}
-		if m.misses, err = register(reg, m.misses); err != nil {
+		if m.misses, err = promreg.Register(reg, m.misses); err != nil {
 			return nil, err
 		}
-		if m.duration, err = register(reg, m.duration); err != nil {
+		if m.duration, err = promreg.Register(reg, m.duration); err != nil {
 			return nil, err
 		}
 	}
 	return m, nil
-}
-
-// register registers c, or returns the collector already registered under
-// its name: a reload that builds a new resolver keeps counting into the
-// collectors the first one registered.
-func register[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error) {
-	err := reg.Register(c)
-	var are prometheus.AlreadyRegisteredError
-	if errors.As(err, &are) {
-		if existing, ok := are.ExistingCollector.(C); ok {
-			return existing, nil
-		}
-	}
-	return c, err
 }
