@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"postgate/greylist"
+	"postgate/internal/dnstest"
 )
 
 func runCLI(t *testing.T, args ...string) (code int, stdout, stderr string) {
@@ -126,5 +127,29 @@ func TestDKIMGenkey(t *testing.T) {
 	}
 	if code, _, errOut := runCLI(t, "dkim", "genkey", "-d", "example.org"); code != 2 || !strings.Contains(errOut, "-s SELECTOR") {
 		t.Errorf("genkey without selector: %d %q", code, errOut)
+	}
+}
+
+func TestRBLCheck(t *testing.T) {
+	dns := dnstest.NewServer(t, dnstest.Zone{
+		"10.2.0.192.bl.test. 0 IN A 127.0.0.2",
+		"10.2.0.192.bl.test. 0 IN TXT \"listed for spam\"",
+		"11.2.0.192.bl.test. 0 IN A 127.255.255.254",
+	})
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "p.toml")
+	os.WriteFile(cfg, []byte("[greylist]\ndb = \"g.db\"\n[dns]\nservers = [\""+dns.Addr+"\"]\n[rbl]\nlists = [\"bl.test=127.0.0.[2..11]*3\"]\n"), 0o644)
+
+	code, out, errOut := runCLI(t, "rbl", "check", "-config", cfg, "192.0.2.10")
+	if code != 0 || !strings.Contains(out, "bl.test") || !strings.Contains(out, "127.0.0.2") || !strings.Contains(out, "score 3") {
+		t.Fatalf("listed: %d %q\n%s", code, errOut, out)
+	}
+	// An error code is shown as such, and never scores.
+	code, out, _ = runCLI(t, "rbl", "check", "-config", cfg, "192.0.2.11")
+	if code != 0 || !strings.Contains(out, "127.255.255.254") || !strings.Contains(out, "score 0") {
+		t.Fatalf("error code: %d\n%s", code, out)
+	}
+	if code, _, errOut := runCLI(t, "rbl", "check", "-config", cfg, "not an address!"); code == 0 {
+		t.Errorf("bad argument accepted: %q", errOut)
 	}
 }
