@@ -241,6 +241,9 @@ func (d deadlineReader) Read(p []byte) (int, error) {
 			return 0, io.EOF // idle while shutting down: end the session
 		}
 		n, err := c.Conn.Read(p)
+		if n > 0 {
+			quickAck(c.Conn)
+		}
 		if err == nil || n > 0 {
 			return n, err
 		}
