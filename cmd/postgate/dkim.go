@@ -46,6 +46,9 @@ func dkimCmd(args []string, stdout io.Writer) error {
 		if *domain == "" || *selector == "" {
 			return usageError{"dkim genkey: -d DOMAIN and -s SELECTOR are required"}
 		}
+		if err := os.MkdirAll(*dir, 0o750); err != nil {
+			return err
+		}
 		k, err := dkim.GenerateKey(dkim.GenerateOptions{Domain: *domain, Selector: *selector, Dir: *dir, Type: *typ, Bits: *bits})
 		if err != nil {
 			return err
@@ -113,6 +116,9 @@ func dkimCmd(args []string, stdout io.Writer) error {
 			return err
 		}
 		authserv := cfg.DKIM.AuthservID
+		if authserv == "" {
+			authserv = cfg.Hostname
+		}
 		if authserv == "" {
 			authserv, _ = os.Hostname()
 		}

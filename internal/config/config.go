@@ -23,6 +23,12 @@ import (
 
 // Config is the whole daemon configuration.
 type Config struct {
+	// Hostname names this host in the headers postgate writes (X-Greylist,
+	// Received-SPF receiver=, the Authentication-Results authserv-id unless
+	// set in their sections); "" = the system's host name. Set it to
+	// Postfix's myhostname.
+	Hostname string `toml:"hostname"`
+
 	Log      Log      `toml:"log"`
 	Policy   Policy   `toml:"policy"`
 	DNS      DNS      `toml:"dns"`
@@ -301,6 +307,9 @@ func (c *Config) resolvePaths(dir string) {
 }
 
 func (c *Config) validate(el *errorList) {
+	if strings.ContainsAny(c.Hostname, " \t;()\"\r\n") {
+		el.add("hostname", "not a host name: %q", c.Hostname)
+	}
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":
 	default:

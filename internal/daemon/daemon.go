@@ -37,11 +37,11 @@ type Daemon struct {
 	level *slog.LevelVar
 	reg   *prometheus.Registry
 
-	policyMetrics *policy.Metrics
-	headers       *policy.HeaderCache
-	policySrv     *policy.Server
-	milterSrv     *milter.Server
-	hostname      string
+	policyMetrics  *policy.Metrics
+	headers        *policy.HeaderCache
+	policySrv      *policy.Server
+	milterSrv      *milter.Server
+	systemHostname string
 
 	mu          sync.Mutex // serialises Reload and Shutdown
 	cfg         *config.Config
@@ -63,7 +63,7 @@ func New(cfg *config.Config, log *slog.Logger, level *slog.LevelVar) (*Daemon, e
 	d.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	d.policyMetrics = policy.NewMetrics(d.reg)
 	d.headers = policy.NewHeaderCache(0, 0, nil)
-	d.hostname, _ = os.Hostname()
+	d.systemHostname, _ = os.Hostname()
 	registerStoreMetrics(d.reg, d.store.Load)
 
 	if cfg.Greylist.Enabled {
@@ -190,6 +190,10 @@ func (d *Daemon) build(cfg *config.Config) (*runtime, error) {
 	if err != nil {
 		return nil, err
 	}
+	hostname := cfg.Hostname
+	if hostname == "" {
+		hostname = d.systemHostname
+	}
 	rt := &runtime{resolver: d.resolver, dnsConfig: cfg.DNS}
 	// The DNS cache survives a reload unless the DNS settings change.
 	if rt.resolver == nil || !reflect.DeepEqual(cfg.DNS, d.dnsConfig) {
@@ -208,7 +212,7 @@ func (d *Daemon) build(cfg *config.Config) (*runtime, error) {
 		greylistOnlyWhenRequired = !t.GreylistsByDefault()
 	}
 	if cfg.SPF.Enabled {
-		c, p, err := NewSPF(cfg, rt.resolver, d.hostname, d.log)
+		c, p, err := NewSPF(cfg, rt.resolver, hostname, d.log)
 		if err != nil {
 			return nil, err
 		}
@@ -221,12 +225,12 @@ func (d *Daemon) build(cfg *config.Config) (*runtime, error) {
 		checks = append(checks, policy.NewGreylistCheck(rt.greylister, policy.GreylistOptions{
 			DeferText: cfg.Greylist.DeferText,
 			Header:    cfg.Greylist.Header,
-			Hostname:  d.hostname,
+			Hostname:  hostname,
 
 			OnlyWhenRequired: greylistOnlyWhenRequired,
 		}))
 	}
-	rt.milter = milterOptions(cfg, f.keyring, rt.resolver, d.hostname, d.log)
+	rt.milter = milterOptions(cfg, f.keyring, rt.resolver, hostname, d.log)
 	rt.pipeline = policy.NewPipeline(policy.PipelineOptions{
 		TrustedNetworks: cfg.Policy.TrustedNetworks,
 		CheckTimeout:    cfg.Policy.CheckTimeout.D(),

@@ -56,6 +56,7 @@ func (td *testDaemon) milterAddr() string { return td.d.Addrs()[1].String() }
 func (td *testDaemon) adminAddr() string  { return td.d.Addrs()[2].String() }
 
 const baseConfig = `
+hostname = "mx.test"
 [policy]
 listen = ["inet:127.0.0.1:0"]
 trusted_networks = ["127.0.0.0/8"]
@@ -164,7 +165,7 @@ func TestServeReloadShutdown(t *testing.T) {
 	if got := ask(t, rw, "127.0.0.1", "a@example.org", "u@example.com"); got != "DUNNO" {
 		t.Fatalf("trusted client: %q", got)
 	}
-	if got := ask(t, rw, "192.0.2.10", "a@example.org", "postmaster@example.com"); !strings.HasPrefix(got, "PREPEND Received-SPF: pass ") {
+	if got := ask(t, rw, "192.0.2.10", "a@example.org", "postmaster@example.com"); !strings.HasPrefix(got, "PREPEND Received-SPF: pass ") || !strings.Contains(got, "receiver=mx.test;") {
 		t.Fatalf("whitelisted recipient: %q", got)
 	}
 	if got := ask(t, rw, "203.0.113.5", "x@spammer.test", "u@example.com"); got != "550 5.7.23 SPF validation failed: 203.0.113.5 is not allowed to send mail for spammer.test" {
