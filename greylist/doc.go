@@ -1,5 +1,6 @@
 // Package greylist implements greylisting with postgrey 1.37 semantics (and a few
 // improvements), keeping its state in a [Store] (bbolt by default, see [OpenBolt]).
+// Several MX hosts share one greylist in Redis ([OpenRedis]); [Migrate] copies a bbolt file there.
 //
 // A mail is identified by its triplet: the client network (the client IP masked to
 // [Config.IPv4Prefix] / [Config.IPv6Prefix], or [Input.Origin] when the caller has an

@@ -26,7 +26,10 @@ const greylistUsage = `greylist <command> [-config FILE] [arguments]
   delete [-client IP|ORIGIN] [-sender S] [-recipient R]
                                 forget matching triplets (at least one filter)
   delete-client IP              forget a client's auto-whitelist entry
-  whitelist IP                  auto-whitelist a client now`
+  whitelist IP                  auto-whitelist a client now
+  migrate -from STORE -to STORE copy all greylist state (STORE: bbolt:PATH or
+                                redis://[user:pass@]host:port/db); run it again
+                                at any time, it merges`
 
 // greylistCmd runs an operator command against the running daemon's admin
 // API, or against the database file when no daemon answers.
@@ -45,6 +48,8 @@ func greylistCmd(args []string, stdout io.Writer) error {
 	client := fs.String("client", "", "client address (any address of its network) or origin")
 	sender := fs.String("sender", "", "envelope sender (\"<>\" for the null sender)")
 	recipient := fs.String("recipient", "", "recipient")
+	from := fs.String("from", "", "migrate: source store")
+	to := fs.String("to", "", "migrate: destination store")
 	if err := fs.Parse(args[1:]); err != nil {
 		return usageError{fmt.Sprintf("%s: %v\n%s", fs.Name(), err, greylistUsage)}
 	}
@@ -52,6 +57,9 @@ func greylistCmd(args []string, stdout io.Writer) error {
 	cfg, err := operatorConfig(*cfgPath, *state)
 	if err != nil {
 		return err
+	}
+	if cmd == "migrate" {
+		return migrate(cfg, *from, *to, stdout)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -169,13 +177,43 @@ func greylistAdmin(ctx context.Context, cfg *config.Config) (admin.GreylistAdmin
 			return nil, nil, err
 		}
 	}
-	if _, err := os.Stat(cfg.Greylist.DB); err != nil {
-		return nil, nil, fmt.Errorf("no daemon answers on %s and the database cannot be opened: %w", cfg.Admin.Listen, err)
+	if cfg.Greylist.Store != "redis" {
+		if _, err := os.Stat(cfg.Greylist.DB); err != nil {
+			return nil, nil, fmt.Errorf("no daemon answers on %s and the database cannot be opened: %w", cfg.Admin.Listen, err)
+		}
 	}
-	store, err := greylist.OpenBolt(cfg.Greylist.DB, greylist.BoltOptions{Timeout: time.Second})
+	store, err := daemon.OpenGreylistStore(ctx, cfg.Greylist, time.Second, nil, quietLog())
 	if err != nil {
-		return nil, nil, fmt.Errorf("%s: %w", cfg.Greylist.DB, err)
+		return nil, nil, err
 	}
 	g := greylist.New(store, daemon.GreylistConfig(cfg.Greylist), nil, nil)
 	return g, func() { store.Close() }, nil
+}
+
+// migrate copies the greylist state between stores, e.g. from a single MX's
+// bbolt file into the Redis several MX hosts will share.
+func migrate(cfg *config.Config, from, to string, stdout io.Writer) error {
+	if from == "" || to == "" {
+		return usageError{"greylist migrate: -from STORE and -to STORE are required (bbolt:PATH or redis://host:port/db)"}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Hour)
+	defer cancel()
+	src, err := daemon.OpenStoreSpec(ctx, from, cfg.Greylist, quietLog())
+	if err != nil {
+		return err
+	}
+	defer src.Close()
+	dst, err := daemon.OpenStoreSpec(ctx, to, cfg.Greylist, quietLog())
+	if err != nil {
+		return err
+	}
+	defer dst.Close()
+	n, err := greylist.Migrate(ctx, src, dst, func(b greylist.Bucket, n int) {
+		fmt.Fprintf(stdout, "%s: %d\n", b, n)
+	})
+	if err != nil {
+		return fmt.Errorf("after %d entries: %w", n, err)
+	}
+	fmt.Fprintf(stdout, "migrated %d entries\n", n)
+	return nil
 }

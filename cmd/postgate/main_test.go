@@ -12,6 +12,7 @@ import (
 
 	"postgate/greylist"
 	"postgate/internal/dnstest"
+	"postgate/internal/redistest"
 )
 
 func runCLI(t *testing.T, args ...string) (code int, stdout, stderr string) {
@@ -151,5 +152,41 @@ func TestRBLCheck(t *testing.T) {
 	}
 	if code, _, errOut := runCLI(t, "rbl", "check", "-config", cfg, "not an address!"); code == 0 {
 		t.Errorf("bad argument accepted: %q", errOut)
+	}
+}
+
+// A single MX grows into several: its bbolt state moves into Redis, and the
+// greylist commands then read it there.
+func TestGreylistMigrateToRedis(t *testing.T) {
+	r := redistest.Start(t)
+	dir := t.TempDir()
+	db := filepath.Join(dir, "g.db")
+	store, err := greylist.OpenBolt(db, greylist.BoltOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := greylist.New(store, greylist.DefaultConfig(), nil, nil)
+	for _, ip := range []string{"192.0.2.1", "198.51.100.1"} {
+		if _, err := g.Check(context.Background(), greylist.Input{ClientIP: netip.MustParseAddr(ip), Sender: "a@example.net", Recipient: "u@example.org"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := g.WhitelistClient(context.Background(), netip.MustParseAddr("203.0.113.9")); err != nil {
+		t.Fatal(err)
+	}
+	store.Close()
+
+	cfg := filepath.Join(dir, "p.toml")
+	os.WriteFile(cfg, []byte("[greylist]\nstore = \"redis\"\n[greylist.redis]\naddrs = [\""+r.Addr()+"\"]\n[admin]\nlisten = \"\"\n"), 0o644)
+	code, out, errOut := runCLI(t, "greylist", "migrate", "-config", cfg, "-from", "bbolt:"+db, "-to", "redis://"+r.Addr()+"/0")
+	if code != 0 || !strings.Contains(out, "migrated 3 entries") {
+		t.Fatalf("migrate: %d %q\n%s", code, errOut, out)
+	}
+	code, out, errOut = runCLI(t, "greylist", "stats", "-config", cfg)
+	if code != 0 || !regexp.MustCompile(`(?m)^triplets\s+2$`).MatchString(out) || !regexp.MustCompile(`(?m)^auto-whitelisted\s+1$`).MatchString(out) {
+		t.Fatalf("stats on Redis: %d %q\n%s", code, errOut, out)
+	}
+	if code, _, errOut := runCLI(t, "greylist", "migrate", "-config", cfg, "-from", "nowhere:x", "-to", "redis://"+r.Addr()); code == 0 || !strings.Contains(errOut, "bbolt:PATH") {
+		t.Errorf("bad store spec: %d %q", code, errOut)
 	}
 }

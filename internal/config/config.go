@@ -66,6 +66,7 @@ type DNS struct {
 
 type Greylist struct {
 	Enabled             bool     `toml:"enabled"`
+	Store               string   `toml:"store"`
 	Delay               Duration `toml:"delay"`
 	RetryWindow         Duration `toml:"retry_window"`
 	MaxAge              Duration `toml:"max_age"`
@@ -79,6 +80,22 @@ type Greylist struct {
 	DeferText           string   `toml:"defer_text"`
 	Header              bool     `toml:"header"`
 	SweepInterval       Duration `toml:"sweep_interval"`
+	Redis               Redis    `toml:"redis"`
+}
+
+// Redis is where several postgate hosts share one greylist ([greylist.redis]).
+type Redis struct {
+	Addrs       []string `toml:"addrs"`
+	MasterName  string   `toml:"master_name"`
+	Username    string   `toml:"username"`
+	Password    string   `toml:"password"`
+	DB          int      `toml:"db"`
+	TLS         bool     `toml:"tls"`
+	TLSCAFile   string   `toml:"tls_ca_file"`
+	TLSServer   string   `toml:"tls_server_name"`
+	KeyPrefix   string   `toml:"key_prefix"`
+	DialTimeout Duration `toml:"dial_timeout"`
+	Timeout     Duration `toml:"timeout"`
 }
 
 type SPF struct {
@@ -175,6 +192,7 @@ func Default() *Config {
 		},
 		Greylist: Greylist{
 			Enabled:             true,
+			Store:               "bbolt",
 			Delay:               Duration(5 * time.Minute),
 			RetryWindow:         Duration(48 * time.Hour),
 			MaxAge:              Duration(35 * 24 * time.Hour),
@@ -187,6 +205,12 @@ func Default() *Config {
 			DeferText:           "Greylisted, please try again in %s seconds",
 			Header:              true,
 			SweepInterval:       Duration(time.Hour),
+			Redis: Redis{
+				Addrs:       []string{"127.0.0.1:6379"},
+				KeyPrefix:   "postgate:greylist:",
+				DialTimeout: Duration(time.Second),
+				Timeout:     Duration(250 * time.Millisecond),
+			},
 		},
 		SPF: SPF{
 			Enabled:            true,
@@ -291,6 +315,7 @@ func (c *Config) resolvePaths(dir string) {
 		return filepath.Join(dir, p)
 	}
 	c.Greylist.DB = abs(c.Greylist.DB)
+	c.Greylist.Redis.TLSCAFile = abs(c.Greylist.Redis.TLSCAFile)
 	c.DKIM.KeyList = abs(c.DKIM.KeyList)
 	c.DKIM.KeyTable = abs(c.DKIM.KeyTable)
 	if t, ok := strings.CutPrefix(c.DKIM.SigningTable, "refile:"); ok {
@@ -357,12 +382,40 @@ func (c *Config) validate(el *errorList) {
 	if strings.Count(g.DeferText, "%") != strings.Count(g.DeferText, "%s")+strings.Count(g.DeferText, "%r")+2*strings.Count(g.DeferText, "%%") {
 		el.add("greylist.defer_text", "only %%s (seconds left), %%r (recipient domain) and %%%% are allowed")
 	}
-	if g.Enabled {
+	switch g.Store {
+	case "bbolt", "redis":
+	default:
+		el.add("greylist.store", "must be bbolt or redis; got %q", g.Store)
+	}
+	if g.Enabled && g.Store == "redis" {
+		r := &g.Redis
+		if len(r.Addrs) == 0 {
+			el.add("greylist.redis.addrs", "at least one host:port is needed")
+		}
+		for i, a := range r.Addrs {
+			if _, _, err := splitHostPort(a); err != nil {
+				el.add(fmt.Sprintf("greylist.redis.addrs[%d]", i), "bad address %q: %v", a, err)
+			}
+		}
+		if r.DB < 0 {
+			el.add("greylist.redis.db", "must be 0 or more")
+		}
+		if r.TLSCAFile != "" {
+			if _, err := os.Stat(r.TLSCAFile); err != nil {
+				el.add("greylist.redis.tls_ca_file", "%v", err)
+			}
+		}
+		positive(el, "greylist.redis.dial_timeout", r.DialTimeout)
+		positive(el, "greylist.redis.timeout", r.Timeout)
+	}
+	if g.Enabled && g.Store == "bbolt" {
 		if g.DB == "" {
 			el.add("greylist.db", "must be set when greylisting is enabled")
 		} else if dir := filepath.Dir(g.DB); !isDir(dir) {
 			el.add("greylist.db", "directory %s does not exist", dir)
 		}
+	}
+	if g.Enabled {
 		fileList(el, "greylist.whitelist_clients", g.WhitelistClients)
 		fileList(el, "greylist.whitelist_recipients", g.WhitelistRecipients)
 	}

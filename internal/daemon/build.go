@@ -1,11 +1,18 @@
 package daemon
 
 import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"os"
+	"strings"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
 
 	"postgate/dkim"
 	"postgate/greylist"
@@ -151,4 +158,93 @@ func GreylistConfig(c config.Greylist) greylist.Config {
 		Privacy:            c.Privacy,
 		SweepInterval:      c.SweepInterval.D(),
 	}
+}
+
+// OpenGreylistStore opens the store the [greylist] section names: the bbolt
+// file, or Redis. lockTimeout bounds the wait for bbolt's file lock (a
+// running daemon holds it).
+func OpenGreylistStore(ctx context.Context, c config.Greylist, lockTimeout time.Duration, reg prometheus.Registerer, log *slog.Logger) (greylist.Store, error) {
+	if c.Store != "redis" {
+		s, err := greylist.OpenBolt(c.DB, greylist.BoltOptions{Timeout: lockTimeout, Logger: log})
+		if err != nil {
+			return nil, fmt.Errorf("greylist database %s: %w", c.DB, err)
+		}
+		return s, nil
+	}
+	o, err := RedisOptions(c.Redis)
+	if err != nil {
+		return nil, err
+	}
+	o.TTL = GreylistConfig(c).KeyTTL()
+	o.Registerer = reg
+	o.Logger = log
+	redis.SetLogger(redisLogger{log})
+	s, err := greylist.OpenRedis(ctx, o)
+	if err != nil {
+		return nil, fmt.Errorf("greylist redis %v: %w", c.Redis.Addrs, err)
+	}
+	return s, nil
+}
+
+// RedisOptions turns [greylist.redis] into the store's options.
+func RedisOptions(c config.Redis) (greylist.RedisOptions, error) {
+	o := greylist.RedisOptions{
+		Addrs:       c.Addrs,
+		MasterName:  c.MasterName,
+		Username:    c.Username,
+		Password:    c.Password,
+		DB:          c.DB,
+		KeyPrefix:   c.KeyPrefix,
+		DialTimeout: c.DialTimeout.D(),
+		Timeout:     c.Timeout.D(),
+	}
+	if c.TLS {
+		tc := &tls.Config{ServerName: c.TLSServer, MinVersion: tls.VersionTLS12}
+		if c.TLSCAFile != "" {
+			pem, err := os.ReadFile(c.TLSCAFile)
+			if err != nil {
+				return o, err
+			}
+			tc.RootCAs = x509.NewCertPool()
+			if !tc.RootCAs.AppendCertsFromPEM(pem) {
+				return o, fmt.Errorf("%s: no PEM certificate", c.TLSCAFile)
+			}
+		}
+		o.TLS = tc
+	}
+	return o, nil
+}
+
+// OpenStoreSpec opens a greylist store named on the command line:
+// "bbolt:PATH", or a Redis URL "redis://[user:password@]host:port/db"
+// ("rediss://" for TLS). Key prefix and TTLs come from c.
+func OpenStoreSpec(ctx context.Context, spec string, c config.Greylist, log *slog.Logger) (greylist.Store, error) {
+	if path, ok := strings.CutPrefix(spec, "bbolt:"); ok {
+		c.Store, c.DB = "bbolt", path
+		return OpenGreylistStore(ctx, c, time.Second, nil, log)
+	}
+	if !strings.HasPrefix(spec, "redis://") && !strings.HasPrefix(spec, "rediss://") {
+		return nil, fmt.Errorf("store %q: want bbolt:PATH or redis://host:port/db", spec)
+	}
+	u, err := redis.ParseURL(spec)
+	if err != nil {
+		return nil, fmt.Errorf("store %q: %w", spec, err)
+	}
+	o, err := RedisOptions(c.Redis)
+	if err != nil {
+		return nil, err
+	}
+	o.Addrs, o.MasterName = []string{u.Addr}, ""
+	o.Username, o.Password, o.DB, o.TLS = u.Username, u.Password, u.DB, u.TLSConfig
+	o.TTL = GreylistConfig(c).KeyTTL()
+	o.Logger = log
+	return greylist.OpenRedis(ctx, o)
+}
+
+// redisLogger sends go-redis's own messages (dial failures while Redis is
+// down) to the daemon's log instead of the process's stderr.
+type redisLogger struct{ log *slog.Logger }
+
+func (l redisLogger) Printf(ctx context.Context, format string, v ...any) {
+	l.log.Warn("greylist redis client", "msg", fmt.Sprintf(format, v...))
 }

@@ -45,7 +45,7 @@ type Daemon struct {
 
 	mu          sync.Mutex // serialises Reload and Shutdown
 	cfg         *config.Config
-	store       atomic.Pointer[greylist.BoltStore] // read by metrics without the lock
+	store       atomic.Pointer[storeRef] // read by metrics and health without the lock
 	greylister  atomic.Pointer[greylist.Greylister]
 	stopSweeper context.CancelFunc
 	resolver    *resolver.DNS
@@ -64,7 +64,13 @@ func New(cfg *config.Config, log *slog.Logger, level *slog.LevelVar) (*Daemon, e
 	d.policyMetrics = policy.NewMetrics(d.reg)
 	d.headers = policy.NewHeaderCache(0, 0, nil)
 	d.systemHostname, _ = os.Hostname()
-	registerStoreMetrics(d.reg, d.store.Load)
+	registerStoreMetrics(d.reg, func() *greylist.BoltStore {
+		if s := d.store.Load(); s != nil {
+			b, _ := s.Store.(*greylist.BoltStore)
+			return b
+		}
+		return nil
+	})
 
 	if cfg.Greylist.Enabled {
 		if err := d.openStore(cfg); err != nil {
@@ -221,7 +227,7 @@ func (d *Daemon) build(cfg *config.Config) (*runtime, error) {
 	if cfg.Greylist.Enabled {
 		gc := GreylistConfig(cfg.Greylist)
 		gc.Logger = d.log
-		rt.greylister = greylist.New(d.store.Load(), gc, f.whitelist, nil)
+		rt.greylister = greylist.New(d.store.Load().Store, gc, f.whitelist, nil)
 		checks = append(checks, policy.NewGreylistCheck(rt.greylister, policy.GreylistOptions{
 			DeferText: cfg.Greylist.DeferText,
 			Header:    cfg.Greylist.Header,
@@ -287,7 +293,9 @@ func (d *Daemon) install(rt *runtime) error {
 		d.stopSweeper()
 		d.stopSweeper = nil
 	}
-	if rt.greylister != nil {
+	// Redis expires entries by key TTLs; a sweep there would make every
+	// host scan the whole shared keyspace.
+	if s := d.store.Load(); rt.greylister != nil && s != nil && s.cfg.Store != "redis" {
 		ctx, cancel := context.WithCancel(context.Background())
 		d.stopSweeper = cancel
 		go rt.greylister.RunSweeper(ctx)
@@ -340,8 +348,9 @@ func (d *Daemon) checkRestartOnly(cfg *config.Config) error {
 	if cfg.Admin.Listen != d.cfg.Admin.Listen {
 		errs = append(errs, errors.New("admin.listen changed: restart postgate to apply"))
 	}
-	if d.store.Load() != nil && cfg.Greylist.DB != d.cfg.Greylist.DB {
-		errs = append(errs, errors.New("greylist.db changed: restart postgate to apply"))
+	if s := d.store.Load(); s != nil && (cfg.Greylist.Store != s.cfg.Store || cfg.Greylist.DB != s.cfg.DB ||
+		!reflect.DeepEqual(cfg.Greylist.Redis, s.cfg.Redis)) {
+		errs = append(errs, errors.New("greylist.store/db/redis changed: restart postgate to apply"))
 	}
 	if fmt.Sprint(cfg.Milter.Listen) != fmt.Sprint(d.cfg.Milter.Listen) ||
 		cfg.Milter.SocketMode != d.cfg.Milter.SocketMode || cfg.Milter.SocketGroup != d.cfg.Milter.SocketGroup {
@@ -383,12 +392,20 @@ func (d *Daemon) Shutdown(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
+// storeRef is the open greylist store and the section it was opened from.
+type storeRef struct {
+	greylist.Store
+	cfg config.Greylist
+}
+
 func (d *Daemon) openStore(cfg *config.Config) error {
-	s, err := greylist.OpenBolt(cfg.Greylist.DB, greylist.BoltOptions{Logger: d.log})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	s, err := OpenGreylistStore(ctx, cfg.Greylist, time.Second, d.reg, d.log)
 	if err != nil {
-		return fmt.Errorf("greylist database %s: %w", cfg.Greylist.DB, err)
+		return err
 	}
-	d.store.Store(s)
+	d.store.Store(&storeRef{Store: s, cfg: cfg.Greylist})
 	return nil
 }
 

@@ -20,6 +20,7 @@ import (
 	"postgate/greylist"
 	"postgate/internal/admin"
 	"postgate/internal/dnstest"
+	"postgate/internal/redistest"
 )
 
 // lockedBuffer collects the daemon's log lines.
@@ -69,13 +70,17 @@ delay = "5m"
 db = "greylist.db"
 whitelist_clients = ["clients"]
 whitelist_recipients = ["recipients"]
+GREYLIST_EXTRA
 [milter]
 listen = ["inet:127.0.0.1:0"]
 [admin]
 listen = "127.0.0.1:0"
 `
 
-func startDaemon(t *testing.T) *testDaemon {
+func startDaemon(t *testing.T) *testDaemon { return startDaemonWith(t, "") }
+
+// startDaemonWith starts a daemon whose [greylist] section has extra lines.
+func startDaemonWith(t *testing.T, greylistExtra string) *testDaemon {
 	t.Helper()
 	dir := t.TempDir()
 	td := &testDaemon{t: t, dir: dir, cfgPath: filepath.Join(dir, "postgate.toml"),
@@ -87,7 +92,7 @@ func startDaemon(t *testing.T) *testDaemon {
 		"66.100.51.198.bl.test. 0 IN A 127.0.0.2",
 		"66.100.51.198.bl.test. 0 IN TXT \"spam source, see https://bl.test/198.51.100.66\"",
 	})
-	td.config = strings.Replace(baseConfig, "DNS", dns.Addr, 1)
+	td.config = strings.Replace(strings.Replace(baseConfig, "DNS", dns.Addr, 1), "GREYLIST_EXTRA", greylistExtra, 1)
 	td.write("postgate.toml", td.config)
 	td.write("clients", "# no clients yet\n")
 	td.write("recipients", "postmaster@\n")
@@ -289,4 +294,37 @@ func httpGet(t *testing.T, url string) string {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return string(b)
+}
+
+// Two postgate hosts on one Redis share the greylist: what the first
+// greylisted, the second knows; with Redis gone both fail open (DUNNO).
+func TestTwoDaemonsShareRedis(t *testing.T) {
+	r := redistest.Start(t)
+	extra := "store = \"redis\"\n[greylist.redis]\naddrs = [\"" + r.Addr() + "\"]\ntimeout = \"100ms\"\ndial_timeout = \"100ms\""
+	a, b := startDaemonWith(t, extra), startDaemonWith(t, extra)
+	ra, rb := dial(t, a.policyAddr()), dial(t, b.policyAddr())
+
+	if got := ask(t, ra, "192.0.2.10", "x@unknown.test", "u@example.com"); !strings.Contains(got, "try again in 300 seconds") {
+		t.Fatalf("first attempt through A: %q", got)
+	}
+	// B sees the triplet A recorded: an early retry, not a new triplet.
+	if got := ask(t, rb, "192.0.2.10", "x@unknown.test", "u@example.com"); !strings.HasPrefix(got, "DEFER_IF_PERMIT") {
+		t.Fatalf("retry through B: %q", got)
+	}
+	waitLog(t, b.logs, "reason=greylist:early-retry")
+	st, err := admin.NewClient(b.adminAddr()).Stats(context.Background())
+	if err != nil || st.Triplets != 1 {
+		t.Fatalf("stats through B: %+v %v", st, err)
+	}
+
+	r.Kill()
+	start := time.Now()
+	// Greylisting is skipped; the other checks still answer (here SPF's header).
+	if got := ask(t, ra, "192.0.2.20", "y@unknown.test", "u@example.com"); !strings.HasPrefix(got, "PREPEND Received-SPF: none") {
+		t.Fatalf("with Redis down: %q, want the mail let through (fail open)", got)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("failing open took %v", d)
+	}
+	waitLog(t, a.logs, "check failed; skipped\" check=greylist")
 }
