@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"postgate/internal/redistest"
 )
 
 // TestPolicyVersusPostgrey measures postgate's policy service beside postgrey
@@ -101,7 +103,7 @@ func policyFreePort(t *testing.T) int {
 }
 
 // policyStart starts a fresh daemon (empty database) and returns its address.
-func policyStart(t *testing.T, target string, bin policyBinaries, postgrey string) (string, func()) {
+func policyStart(t *testing.T, target string, bin policyBinaries, postgrey string, redisAddr ...string) (string, func()) {
 	t.Helper()
 	// The state goes to disk (not tmpfs), where a mail server keeps it.
 	dir, err := os.MkdirTemp("/var/tmp", "postgate-bench-")
@@ -111,7 +113,11 @@ func policyStart(t *testing.T, target string, bin policyBinaries, postgrey strin
 	port := policyFreePort(t)
 	var cmd *exec.Cmd
 	switch target {
-	case "postgate":
+	case "postgate", "postgate-redis":
+		store := ""
+		if target == "postgate-redis" {
+			store = fmt.Sprintf("store = \"redis\"\n[greylist.redis]\naddrs = [%q]\nkey_prefix = \"bench%d:\"\n", redisAddr[0], port)
+		}
 		cfg := filepath.Join(dir, "postgate.toml")
 		os.WriteFile(cfg, []byte(fmt.Sprintf(`[log]
 level = "info"
@@ -123,9 +129,10 @@ enabled = false
 listen = []
 [greylist]
 db = "greylist.db"
+%s
 [admin]
 listen = ""
-`, port)), 0o644)
+`, port, store)), 0o644)
 		cmd = exec.Command(bin.postgate, "serve", "-config", cfg)
 		// One log line per decision, written like in production (to a file).
 		logf, err := os.Create(filepath.Join(dir, "postgate.log"))
@@ -206,4 +213,38 @@ func policyLoad(t *testing.T, bin policyBinaries, addr, workload string, conns i
 	}
 	rate, _ := strconv.ParseFloat(m[1], 64)
 	return policyResult{rate: rate, p50: l[1], p99: l[2]}
+}
+
+// TestPolicyRedisVersusBbolt measures the same load against postgate with
+// the greylist in Redis (redis-server on loopback, no persistence) and in
+// bbolt (durable commits).
+//
+//	POSTGATE_BENCH=1 go test -v -count=1 -timeout 30m -run Redis ./tests/bench/
+func TestPolicyRedisVersusBbolt(t *testing.T) {
+	if os.Getenv("POSTGATE_BENCH") != "1" {
+		t.Skip("a measurement, not a test: set POSTGATE_BENCH=1")
+	}
+	r := redistest.Start(t)
+	bin := policyBuild(t)
+	seed := time.Now().UnixNano()%1_000_000 + 500_000
+	var b strings.Builder
+	fmt.Fprintf(&b, "| workload | conns | bbolt req/s | p50 | p99 | redis req/s | p50 | p99 |\n|---|---|---|---|---|---|---|---|\n")
+	for _, workload := range []string{"new", "repeat"} {
+		for _, conns := range []int{8, 32} {
+			var res [2]policyResult
+			for i, target := range []string{"postgate", "postgate-redis"} {
+				addr, stop := policyStart(t, target, bin, "", r.Addr())
+				seed++
+				res[i] = policyLoad(t, bin, addr, workload, conns, seed, 10*time.Second)
+				stop()
+				t.Logf("%-14s %-6s %2d conns: %s", target, workload, conns, res[i])
+			}
+			fmt.Fprintf(&b, "| %s | %d | %.0f | %s | %s | %.0f | %s | %s |\n", workload, conns,
+				res[0].rate, res[0].p50, res[0].p99, res[1].rate, res[1].p50, res[1].p99)
+		}
+	}
+	t.Logf("\n%s", b.String())
+	if out := os.Getenv("POSTGATE_BENCH_OUT"); out != "" {
+		os.WriteFile(out, []byte(b.String()), 0o644)
+	}
 }
