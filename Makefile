@@ -15,7 +15,7 @@ GOEXPERIMENT ?= boringcrypto
 export GOEXPERIMENT
 export CGO_ENABLED := 1
 
-.PHONY: all build run check fmt-check vet test fuzz e2e bench clean
+.PHONY: all build run check deps fmt-check vet test fuzz e2e bench clean
 
 all: build
 
@@ -28,8 +28,12 @@ build:
 run:
 	$(GO) run -ldflags "$(LDFLAGS)" ./cmd/postgate serve
 
-check: fmt-check vet test fuzz e2e
+check: deps fmt-check vet test fuzz e2e
 	@echo "make check: all steps passed"
+
+# The Debian packages the tests use (as root; otherwise it lists what is missing).
+deps:
+	@bash tests/install-deps.sh
 
 fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
@@ -52,7 +56,7 @@ fuzz:
 	done
 
 # End-to-end tests against a private Postfix instance, real DNS and DKIM tools.
-e2e:
+e2e: deps
 	@if [ -d tests/e2e ]; then $(GO) test -count=1 -timeout 10m -v ./tests/e2e/ 2>&1 | tee /tmp/postgate-e2e.log | grep -E '^(PASS|FAIL|SKIP|ok|---|[0-9]+ passed)' ; test $${PIPESTATUS[0]} -eq 0; else echo "e2e: no tests/e2e yet"; fi
 
 bench:

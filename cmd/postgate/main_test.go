@@ -3,12 +3,16 @@ package main
 import (
 	"bytes"
 	"context"
+	"io"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
+	"time"
 
 	"postgate/greylist"
 	"postgate/internal/dnstest"
@@ -189,4 +193,75 @@ func TestGreylistMigrateToRedis(t *testing.T) {
 	if code, _, errOut := runCLI(t, "greylist", "migrate", "-config", cfg, "-from", "nowhere:x", "-to", "redis://"+r.Addr()); code == 0 || !strings.Contains(errOut, "bbolt:PATH") {
 		t.Errorf("bad store spec: %d %q", code, errOut)
 	}
+}
+
+// The shipped systemd unit runs commands this binary has, with the flags it
+// takes: ExecStartPre checks the config, ExecStart serves it.
+func TestSystemdUnitCommands(t *testing.T) {
+	unit, err := os.ReadFile("../../configs/systemd/postgate.service")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "postgate.toml")
+	os.WriteFile(cfg, []byte("[policy]\nlisten = [\"inet:127.0.0.1:0\"]\n[milter]\nlisten = []\n[admin]\nlisten = \"\"\n[greylist]\ndb = \"g.db\"\n"), 0o644)
+	var seen []string
+	for _, line := range strings.Split(string(unit), "\n") {
+		key, cmdline, ok := strings.Cut(line, "=")
+		if !ok || (key != "ExecStartPre" && key != "ExecStart") {
+			continue
+		}
+		args := strings.Fields(cmdline)
+		if len(args) < 2 || args[0] != "/usr/local/bin/postgate" {
+			t.Fatalf("%s does not run /usr/local/bin/postgate: %q", key, cmdline)
+		}
+		for i, a := range args {
+			if a == "/etc/postgate/postgate.toml" {
+				args[i] = cfg
+			}
+		}
+		seen = append(seen, key)
+		switch args[1] {
+		case "check-config":
+			if code, out, errOut := runCLI(t, args[1:]...); code != 0 {
+				t.Errorf("%s: %d %q %q", key, code, out, errOut)
+			}
+		case "serve":
+			// It serves, and stops cleanly on SIGTERM (systemctl stop).
+			var errOut syncBuffer
+			done := make(chan int)
+			go func() { done <- run(args[1:], io.Discard, &errOut) }()
+			for deadline := time.Now().Add(10 * time.Second); !strings.Contains(errOut.String(), "postgate started"); time.Sleep(10 * time.Millisecond) {
+				if time.Now().After(deadline) {
+					t.Fatalf("%s did not start:\n%s", key, errOut.String())
+				}
+			}
+			syscall.Kill(os.Getpid(), syscall.SIGTERM)
+			if code := <-done; code != 0 || !strings.Contains(errOut.String(), "postgate stopped") {
+				t.Errorf("%s: exit %d\n%s", key, code, errOut.String())
+			}
+		default:
+			t.Errorf("%s: unknown command %q", key, args[1])
+		}
+	}
+	if strings.Join(seen, ",") != "ExecStartPre,ExecStart" {
+		t.Errorf("unit has %v", seen)
+	}
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
