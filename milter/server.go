@@ -59,10 +59,11 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	gomilter "github.com/emersion/go-milter"
+
+	"postgate/internal/listen"
 )
 
 // ErrServerClosed is returned by Serve after Shutdown.
@@ -125,24 +126,16 @@ func (s *Server) Serve(l net.Listener) error {
 		l.Close()
 	}()
 
-	var backoff time.Duration
 	for {
-		nc, err := l.Accept()
+		nc, err := listen.Accept(l, s.draining.Load, func(err error, pause time.Duration) {
+			s.cfg.Load().log.Warn("milter: accept", "err", err, "retry_in", pause)
+		})
+		if errors.Is(err, listen.ErrStopped) {
+			return ErrServerClosed
+		}
 		if err != nil {
-			if s.draining.Load() {
-				return ErrServerClosed
-			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) {
-				// Out of file descriptors or similar: wait, as net/http does.
-				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
-				s.cfg.Load().log.Warn("milter: accept", "err", err, "retry_in", backoff)
-				time.Sleep(backoff)
-				continue
-			}
 			return err
 		}
-		backoff = 0
 		if tc, ok := nc.(*net.TCPConn); ok {
 			// Go's default, made explicit: Postfix waits for every reply, and
 			// Nagle's algorithm with delayed ACKs stalls each one ~40 ms.

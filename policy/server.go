@@ -11,8 +11,9 @@ import (
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
+
+	"postgate/internal/listen"
 )
 
 // ErrServerClosed is returned by Serve after Shutdown.
@@ -106,23 +107,16 @@ func (s *Server) Serve(l net.Listener) error {
 		l.Close()
 	}()
 
-	var backoff time.Duration
 	for {
-		nc, err := l.Accept()
-		if err != nil {
-			if s.shutting.Load() {
-				return ErrServerClosed
-			}
-			if !temporaryAcceptError(err) {
-				return err
-			}
-			// Out of file descriptors and the like: wait, like net/http.
-			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
-			s.log.Error("policy accept failed; retrying", "error", err, "retry_in", backoff)
-			time.Sleep(backoff)
-			continue
+		nc, err := listen.Accept(l, s.shutting.Load, func(err error, pause time.Duration) {
+			s.log.Error("policy accept failed; retrying", "error", err, "retry_in", pause)
+		})
+		if errors.Is(err, listen.ErrStopped) {
+			return ErrServerClosed
 		}
-		backoff = 0
+		if err != nil {
+			return err
+		}
 		c := &serverConn{nc: nc, idle: true}
 		if !s.track(c) {
 			nc.Close()
@@ -130,23 +124,6 @@ func (s *Server) Serve(l net.Listener) error {
 		}
 		go s.serveConn(c)
 	}
-}
-
-func temporaryAcceptError(err error) bool {
-	if errors.Is(err, net.ErrClosed) {
-		return false
-	}
-	var ne net.Error
-	if errors.As(err, &ne) && ne.Timeout() {
-		return true
-	}
-	for _, e := range []error{syscall.EMFILE, syscall.ENFILE, syscall.ENOBUFS, syscall.ENOMEM,
-		syscall.ECONNABORTED, syscall.ECONNRESET, syscall.EAGAIN, syscall.EINTR} {
-		if errors.Is(err, e) {
-			return true
-		}
-	}
-	return false
 }
 
 // Shutdown stops accepting, lets requests in progress finish (their reply

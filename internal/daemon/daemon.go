@@ -101,7 +101,7 @@ func New(cfg *config.Config, log *slog.Logger, level *slog.LevelVar) (*Daemon, e
 	}
 
 	for _, a := range cfg.Policy.Listen {
-		l, err := listen.Listen(a, listen.Options{Mode: os.FileMode(cfg.Policy.SocketMode), Group: cfg.Policy.SocketGroup})
+		l, err := listen.Listen(a.Network, a.Address, listen.Options{Mode: os.FileMode(cfg.Policy.SocketMode), Group: cfg.Policy.SocketGroup})
 		if err != nil {
 			d.closeListeners()
 			d.closeStore()
@@ -110,7 +110,7 @@ func New(cfg *config.Config, log *slog.Logger, level *slog.LevelVar) (*Daemon, e
 		d.listeners = append(d.listeners, l)
 	}
 	for _, a := range cfg.Milter.Listen {
-		l, err := listen.Listen(a, listen.Options{Mode: os.FileMode(cfg.Milter.SocketMode), Group: cfg.Milter.SocketGroup})
+		l, err := listen.Listen(a.Network, a.Address, listen.Options{Mode: os.FileMode(cfg.Milter.SocketMode), Group: cfg.Milter.SocketGroup})
 		if err != nil {
 			d.closeListeners()
 			d.closeStore()

@@ -12,8 +12,6 @@ import (
 	"strconv"
 	"syscall"
 	"time"
-
-	"postgate/internal/config"
 )
 
 // Options apply to unix sockets only.
@@ -25,15 +23,18 @@ type Options struct {
 // Listen opens addr. A unix socket left behind by a crashed postgate is
 // replaced, but one that still answers is not: two daemons on one socket would
 // split Postfix's requests between two configurations.
-func Listen(addr config.ListenAddr, opts Options) (net.Listener, error) {
-	if addr.Network != "unix" {
-		l, err := net.Listen("tcp", addr.Address)
+//
+// network is "tcp" or "unix" (config.ListenAddr's fields).
+func Listen(network, address string, opts Options) (net.Listener, error) {
+	addr := network + ":" + address
+	if network != "unix" {
+		l, err := net.Listen("tcp", address)
 		if err != nil {
 			return nil, fmt.Errorf("listen %s: %w", addr, err)
 		}
 		return l, nil
 	}
-	path := addr.Address
+	path := address
 	if err := removeStaleSocket(path); err != nil {
 		return nil, fmt.Errorf("listen %s: %w", addr, err)
 	}

@@ -7,14 +7,12 @@ import (
 	"strconv"
 	"strings"
 	"testing"
-
-	"postgate/internal/config"
 )
 
 func TestUnixSocketModeAndGroup(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "sub", "policy.sock")
 	gid := os.Getgid()
-	l, err := Listen(config.ListenAddr{Network: "unix", Address: path}, Options{Mode: 0o660, Group: strconv.Itoa(gid)})
+	l, err := Listen("unix", path, Options{Mode: 0o660, Group: strconv.Itoa(gid)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -38,7 +36,7 @@ func TestUnixSocketModeAndGroup(t *testing.T) {
 	c.Close()
 
 	// A second daemon must not steal a socket that is in use.
-	if _, err := Listen(config.ListenAddr{Network: "unix", Address: path}, Options{Mode: 0o660}); err == nil || !strings.Contains(err.Error(), "in use") {
+	if _, err := Listen("unix", path, Options{Mode: 0o660}); err == nil || !strings.Contains(err.Error(), "in use") {
 		t.Errorf("second listener on a live socket: %v", err)
 	}
 }
@@ -51,7 +49,7 @@ func TestStaleSocketReplaced(t *testing.T) {
 	}
 	l.(*net.UnixListener).SetUnlinkOnClose(false)
 	l.Close() // leaves the file behind, as a crash would
-	l2, err := Listen(config.ListenAddr{Network: "unix", Address: path}, Options{Mode: 0o600})
+	l2, err := Listen("unix", path, Options{Mode: 0o600})
 	if err != nil {
 		t.Fatalf("stale socket not replaced: %v", err)
 	}
@@ -63,21 +61,21 @@ func TestRefusesToReplaceRegularFile(t *testing.T) {
 	if err := os.WriteFile(path, []byte("x"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := Listen(config.ListenAddr{Network: "unix", Address: path}, Options{Mode: 0o660}); err == nil {
+	if _, err := Listen("unix", path, Options{Mode: 0o660}); err == nil {
 		t.Fatal("a regular file was replaced by a socket")
 	}
 }
 
 func TestUnknownGroup(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "policy.sock")
-	_, err := Listen(config.ListenAddr{Network: "unix", Address: path}, Options{Mode: 0o660, Group: "no-such-group-postgate"})
+	_, err := Listen("unix", path, Options{Mode: 0o660, Group: "no-such-group-postgate"})
 	if err == nil || !strings.Contains(err.Error(), "no-such-group-postgate") {
 		t.Fatalf("got %v", err)
 	}
 }
 
 func TestTCP(t *testing.T) {
-	l, err := Listen(config.ListenAddr{Network: "tcp", Address: "127.0.0.1:0"}, Options{})
+	l, err := Listen("tcp", "127.0.0.1:0", Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
