@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"postgate/dkim"
 	"postgate/greylist"
 	"postgate/internal/admin"
 	"postgate/internal/dnstest"
@@ -327,4 +328,42 @@ func TestTwoDaemonsShareRedis(t *testing.T) {
 		t.Errorf("failing open took %v", d)
 	}
 	waitLog(t, a.logs, "check failed; skipped\" check=greylist")
+}
+
+// A broken key or KeyList line on reload keeps the keys in force and names
+// the file and line.
+func TestReloadBrokenKeyList(t *testing.T) {
+	td := startDaemon(t)
+	keys := filepath.Join(td.dir, "keys")
+	if err := os.Mkdir(keys, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	k, err := dkim.GenerateKey(dkim.GenerateOptions{Domain: "example.com", Selector: "mail", Dir: keys, Type: "ed25519"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	td.write("keylist", k.KeyListLine+"\n")
+	td.write("postgate.toml", strings.Replace(td.config, "[milter]", "[dkim]\nkeylist = \"keylist\"\n[milter]", 1))
+	td.sigs <- syscall.SIGHUP
+	waitLog(t, td.logs, "msg=reloaded")
+
+	// A line whose key file does not exist; then a line that is not a rule.
+	kl := filepath.Join(td.dir, "keylist")
+	for i, bad := range []string{"*@example.net:example.net:" + filepath.Join(keys, "missing"), "broken-line"} {
+		td.write("keylist", k.KeyListLine+"\n"+bad+"\n")
+		td.sigs <- syscall.SIGHUP
+		for deadline := time.Now().Add(10 * time.Second); strings.Count(td.logs.String(), "reload failed") <= i; time.Sleep(5 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("reload with %q did not fail:\n%s", bad, td.logs.String())
+			}
+		}
+		l := td.logs.String()
+		if last := l[strings.LastIndex(l, "reload failed"):]; !strings.Contains(last, kl+":2") {
+			t.Errorf("reload error for %q does not name %s:2:\n%s", bad, kl, l)
+		}
+	}
+	// The daemon still answers, with the configuration it had.
+	if got := ask(t, dial(t, td.policyAddr()), "127.0.0.1", "a@example.com", "u@example.com"); got != "DUNNO" {
+		t.Errorf("after a failed reload: %q", got)
+	}
 }
