@@ -84,9 +84,18 @@ func runChecks(b *testing.B, g *Greylister, s *BoltStore, input func(i uint64) I
 }
 
 func runChecksP(b *testing.B, parallelism int, g *Greylister, s *BoltStore, input func(i uint64) Input, want string) {
+	c0, o0 := s.CommitStats()
+	runStoreChecks(b, parallelism, g, input, want)
+	if c1, o1 := s.CommitStats(); c1 > c0 {
+		b.ReportMetric(float64(o1-o0)/float64(c1-c0), "ops/commit")
+	}
+}
+
+// runStoreChecks runs Check from parallelism goroutines per CPU on any store and
+// reports latency percentiles.
+func runStoreChecks(b *testing.B, parallelism int, g *Greylister, input func(i uint64) Input, want string) {
 	var lat latencies
 	var next atomic.Uint64
-	c0, o0 := s.CommitStats()
 	b.SetParallelism(parallelism)
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
@@ -106,9 +115,6 @@ func runChecksP(b *testing.B, parallelism int, g *Greylister, s *BoltStore, inpu
 	})
 	b.StopTimer()
 	lat.report(b)
-	if c1, o1 := s.CommitStats(); c1 > c0 {
-		b.ReportMetric(float64(o1-o0)/float64(c1-c0), "ops/commit")
-	}
 }
 
 // BenchmarkCheckNewTriplets: every request is a new triplet, so every request is a

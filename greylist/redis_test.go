@@ -637,36 +637,11 @@ func benchRedisGreylister(b *testing.B) (*Greylister, *RedisStore) {
 	return New(s, cfg, nil, nil), s
 }
 
-// runStoreChecks is runChecks for any store (no commit statistics).
-func runStoreChecks(b *testing.B, g *Greylister, input func(i uint64) Input, want string) {
-	var lat latencies
-	var next atomic.Uint64
-	b.SetParallelism(16)
-	b.ResetTimer()
-	b.RunParallel(func(pb *testing.PB) {
-		ctx := context.Background()
-		var local []time.Duration
-		for pb.Next() {
-			in := input(next.Add(1))
-			start := time.Now()
-			v, err := g.Check(ctx, in)
-			local = append(local, time.Since(start))
-			if err != nil || v.Reason != want {
-				b.Errorf("got %+v, %v; want %s", v, err, want)
-				return
-			}
-		}
-		lat.add(local)
-	})
-	b.StopTimer()
-	lat.report(b)
-}
-
 // BenchmarkRedisCheckNewTriplets: every request is a new triplet, so every request is
 // a write (WATCH, GET, MULTI SET EXEC after the read-only GET).
 func BenchmarkRedisCheckNewTriplets(b *testing.B) {
 	g, _ := benchRedisGreylister(b)
-	runStoreChecks(b, g, benchInput, ReasonNew)
+	runStoreChecks(b, 16, g, benchInput, ReasonNew)
 }
 
 // BenchmarkRedisCheckKnownTriplets: requests for 100,000 triplets that passed
@@ -690,5 +665,5 @@ func BenchmarkRedisCheckKnownTriplets(b *testing.B) {
 		})
 	}
 	wg.Wait()
-	runStoreChecks(b, g, func(i uint64) Input { return benchInput(i % n) }, ReasonKnown)
+	runStoreChecks(b, 16, g, func(i uint64) Input { return benchInput(i % n) }, ReasonKnown)
 }
