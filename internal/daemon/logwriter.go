@@ -3,13 +3,16 @@ package daemon
 import (
 	"io"
 	"sync"
+	"time"
 )
 
-// lineWriter hands log lines to the real output from one goroutine, so that
-// lines written while a write(2) is in progress share the next one. Under
-// load this turns thousands of decision lines per second into a few hundred
-// writes; when idle every line is written at once (no timer, no delay).
-// Memory is bounded: past maxBuffered bytes, writers wait for the output.
+// lineWriter hands log lines to the real output from one goroutine, which
+// writes what a millisecond (logLinger) has gathered in one write(2). Under
+// load this turns tens of thousands of decision lines per second into at most
+// a thousand writes: writing each line as it came cost a wakeup and a write(2)
+// per line or two, about 4 µs of CPU per request at 30k requests/s. An idle
+// daemon's line appears a millisecond late. Memory is bounded: past
+// maxBuffered bytes, writers wait for the output.
 type lineWriter struct {
 	out io.Writer
 
@@ -21,7 +24,10 @@ type lineWriter struct {
 	drained chan struct{}
 }
 
-const maxBuffered = 1 << 20
+const (
+	maxBuffered = 1 << 20
+	logLinger   = time.Millisecond
+)
 
 func newLineWriter(out io.Writer) *lineWriter {
 	w := &lineWriter{out: out, kick: make(chan struct{}, 1), drained: make(chan struct{})}
@@ -53,6 +59,7 @@ func (w *lineWriter) run() {
 	defer close(w.drained)
 	var spare []byte
 	for range w.kick {
+		time.Sleep(logLinger) // let the lines of the next millisecond join
 		for {
 			w.mu.Lock()
 			if len(w.buf) == 0 {
