@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"sync/atomic"
 
 	msgdkim "github.com/emersion/go-msgauth/dkim"
 )
@@ -149,6 +150,23 @@ type Signer struct {
 	w       io.Writer
 	err     error
 	closed  bool
+	aborted *atomic.Bool // read by the keys' Sign in go-msgauth's goroutines
+}
+
+// abortableKey is the crypto.Signer handed to go-msgauth. go-msgauth cannot
+// be stopped once started: Close is its only exit, and Close signs. An
+// aborted message (the client quit or Postfix rejected it) would cost an RSA
+// signature for nothing; this key refuses instead.
+type abortableKey struct {
+	crypto.Signer
+	aborted *atomic.Bool
+}
+
+func (k abortableKey) Sign(rand io.Reader, digest []byte, opts crypto.SignerOpts) ([]byte, error) {
+	if k.aborted.Load() {
+		return nil, errAborted
+	}
+	return k.Signer.Sign(rand, digest, opts)
 }
 
 // NewSigner starts signing a message whose header is fields (in message
@@ -166,14 +184,14 @@ func NewSigner(keys []*Key, fields []Field, opts *SignOptions) (*Signer, error) 
 		return nil, err
 	}
 	hk := headerKeys(fields, opts)
-	s := &Signer{}
+	s := &Signer{aborted: new(atomic.Bool)}
 	writers := make([]io.Writer, 0, len(keys))
 	for _, k := range keys {
 		ms, err := msgdkim.NewSigner(&msgdkim.SignOptions{
 			Domain:                 k.Domain,
 			Selector:               k.Selector,
 			Identifier:             k.Identity,
-			Signer:                 k.Signer,
+			Signer:                 abortableKey{k.Signer, s.aborted},
 			Hash:                   crypto.SHA256,
 			HeaderCanonicalization: msgdkim.Canonicalization(hc),
 			BodyCanonicalization:   msgdkim.Canonicalization(bc),
@@ -234,8 +252,8 @@ func (s *Signer) Close() ([]Signature, error) {
 	return out, nil
 }
 
-// Abort drops an unfinished message and frees its resources. (go-msgauth
-// has no way to cancel, so this may still compute signatures, unused.)
+// Abort drops an unfinished message and frees its resources without
+// computing any signature.
 func (s *Signer) Abort() {
 	if !s.closed {
 		s.closed = true
@@ -244,6 +262,7 @@ func (s *Signer) Abort() {
 }
 
 func (s *Signer) abort() {
+	s.aborted.Store(true)
 	for _, ms := range s.signers {
 		ms.Close()
 	}

@@ -3,10 +3,12 @@ package dkim
 import (
 	"bufio"
 	"context"
+	"crypto"
 	"errors"
 	"fmt"
 	"io"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -563,5 +565,52 @@ func TestFieldCannotInjectFields(t *testing.T) {
 	}
 	if got := (Field{"X", " a\nb\r\nc\r\n\td"}).raw(); got != "X: a\r\n\tb\r\n\tc\r\n\td\r\n" {
 		t.Errorf("raw = %q", got)
+	}
+}
+
+// countingKey counts the signatures computed with it.
+type countingKey struct {
+	crypto.Signer
+	n *atomic.Int32
+}
+
+func (k countingKey) Sign(rand io.Reader, digest []byte, opts crypto.SignerOpts) ([]byte, error) {
+	k.n.Add(1)
+	return k.Signer.Sign(rand, digest, opts)
+}
+
+// An aborted message costs no signature (an RSA-2048 signature is most of the
+// CPU of signing); a finished one costs one per key.
+func TestAbortComputesNoSignature(t *testing.T) {
+	rk, ek := testKeys(t)
+	var n atomic.Int32
+	keys := []*Key{
+		{Domain: rk.Domain, Selector: rk.Selector, Path: rk.Path, Signer: countingKey{rk.Signer, &n}},
+		{Domain: ek.Domain, Selector: ek.Selector, Path: ek.Path, Signer: countingKey{ek.Signer, &n}},
+	}
+	fields, _ := parseMessage(t, edgeMessages["plain"])
+	s, err := NewSigner(keys, fields, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Write([]byte("partial body\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	s.Abort()
+	if got := n.Load(); got != 0 {
+		t.Errorf("aborted message: %d signatures computed, want 0", got)
+	}
+
+	s, err = NewSigner(keys, fields, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Write([]byte("whole body\r\n"))
+	sigs, err := s.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(sigs) != 2 || n.Load() != 2 {
+		t.Errorf("finished message: %d signatures returned, %d computed; want 2 and 2", len(sigs), n.Load())
 	}
 }

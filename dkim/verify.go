@@ -75,8 +75,9 @@ type Verifier struct {
 	closed bool
 }
 
-// errAborted stops the verification goroutine on Abort.
-var errAborted = errors.New("dkim: verification aborted")
+// errAborted stops the work of an aborted message: the verification
+// goroutine, or a signature (see abortableKey).
+var errAborted = errors.New("dkim: message aborted")
 
 // NewVerifier starts verifying a message whose header is fields (in message
 // order). Feed the body with Write, then Close. ctx bounds the key lookups.
