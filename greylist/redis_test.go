@@ -307,11 +307,7 @@ func TestRedisNoLostUpdates(t *testing.T) {
 					}
 					errs <- s.Update(ctx, Clients, key, func(cur []byte) ([]byte, bool) {
 						calls.Add(1)
-						var n uint64
-						if len(cur) == 8 {
-							n = binary.BigEndian.Uint64(cur)
-						}
-						return binary.BigEndian.AppendUint64(nil, n+1), true
+						return increment(cur)
 					})
 				}
 			})

@@ -110,13 +110,7 @@ func incrementConcurrently(t *testing.T, s Store, key []byte, workers, each int)
 	for range workers {
 		wg.Go(func() {
 			for range each {
-				errs <- s.Update(ctx, Clients, key, func(cur []byte) ([]byte, bool) {
-					var n uint64
-					if len(cur) == 8 {
-						n = binary.BigEndian.Uint64(cur)
-					}
-					return binary.BigEndian.AppendUint64(nil, n+1), true
-				})
+				errs <- s.Update(ctx, Clients, key, increment)
 			}
 		})
 	}
@@ -132,6 +126,15 @@ func incrementConcurrently(t *testing.T, s Store, key []byte, workers, each int)
 		t.Fatalf("counter value %q", v)
 	}
 	return binary.BigEndian.Uint64(v)
+}
+
+// increment is an UpdateFunc adding 1 to a big-endian uint64 counter.
+func increment(cur []byte) ([]byte, bool) {
+	var n uint64
+	if len(cur) == 8 {
+		n = binary.BigEndian.Uint64(cur)
+	}
+	return binary.BigEndian.AppendUint64(nil, n+1), true
 }
 
 // testStoreScanAndSweep writes n keys k00000... (value i%3) from 8
