@@ -518,21 +518,6 @@ func BenchmarkRedisCheckNewTriplets(b *testing.B) {
 func BenchmarkRedisCheckKnownTriplets(b *testing.B) {
 	g, s := benchRedisGreylister(b)
 	const n = 100000
-	ctx := context.Background()
-	then := time.Now().Add(-time.Hour / 2)
-	rec := encodeTriplet(tripletRecord{First: then.Add(-10 * time.Minute), Last: then, Passed: true})
-	var wg sync.WaitGroup
-	for w := range 64 {
-		wg.Go(func() {
-			for i := uint64(w); i < n; i += 64 {
-				key := g.tripletKey(benchInput(i))
-				if err := s.Update(ctx, Triplets, key, func([]byte) ([]byte, bool) { return rec, true }); err != nil {
-					b.Error(err)
-					return
-				}
-			}
-		})
-	}
-	wg.Wait()
+	storePassedTriplets(b, g, s, n)
 	runStoreChecks(b, 16, g, func(i uint64) Input { return benchInput(i % n) }, ReasonKnown)
 }
