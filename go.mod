@@ -28,3 +28,10 @@ require (
 	golang.org/x/sys v0.48.0 // indirect
 	google.golang.org/protobuf v1.36.12 // indirect
 )
+
+// Two small allocation fixes for large messages, until they are upstream:
+// third_party/README.md.
+replace (
+	github.com/emersion/go-milter => ./third_party/go-milter
+	github.com/emersion/go-msgauth => ./third_party/go-msgauth
+)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
+	"io"
 	"net"
 	"testing"
 )
@@ -70,3 +71,53 @@ func TestReadPacketSizeBoundary(t *testing.T) {
 		})
 	}
 }
+
+// A session reads packets up to maxReusedPacketSize into one buffer, so a
+// large message's body chunks cost no allocation each; larger packets get
+// their own buffer, which the session does not keep.
+func TestReadPacketIntoReusesBuffer(t *testing.T) {
+	sizes := []int{10, 65536, 300, 65536, maxReusedPacketSize, maxReusedPacketSize + 1, 65536}
+	var stream bytes.Buffer
+	for i, size := range sizes {
+		data := bytes.Repeat([]byte{byte('a' + i)}, size-1)
+		if err := writePacket(&bufConn{w: &stream}, &Message{Code: byte(CodeBody), Data: data}, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	conn := &bufConn{r: &stream}
+	var buf []byte
+	for i, size := range sizes {
+		fits := size <= cap(buf)
+		var old *byte
+		if fits {
+			old = &buf[:1][0]
+		}
+		msg, err := readPacketInto(conn, 0, &buf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if msg.Code != byte(CodeBody) || !bytes.Equal(msg.Data, bytes.Repeat([]byte{byte('a' + i)}, size-1)) {
+			t.Fatalf("packet %d (%d bytes): content changed", i, size)
+		}
+		inBuf := len(buf) > 1 && &buf[1] == &msg.Data[0]
+		if want := size <= maxReusedPacketSize; inBuf != want {
+			t.Errorf("packet %d (%d bytes): read into the session buffer = %v, want %v", i, size, inBuf, want)
+		}
+		if fits && &buf[:1][0] != old {
+			t.Errorf("packet %d (%d bytes) fit the session buffer, but it was replaced", i, size)
+		}
+	}
+	if _, err := readPacketInto(conn, 0, &buf); err != io.EOF {
+		t.Fatalf("after the last packet: %v, want EOF", err)
+	}
+}
+
+// bufConn is a net.Conn reading from r and writing to w.
+type bufConn struct {
+	net.Conn
+	r io.Reader
+	w io.Writer
+}
+
+func (c *bufConn) Read(p []byte) (int, error)  { return c.r.Read(p) }
+func (c *bufConn) Write(p []byte) (int, error) { return c.w.Write(p) }

@@ -44,6 +44,9 @@ type Milter interface {
 
 	// BodyChunk is called to process next message body chunk data (up to 64KB
 	// in size). Suppress with OptNoBody.
+	//
+	// The session reads every packet into the same buffer: chunk is only
+	// valid until BodyChunk returns, and must be copied to be kept.
 	BodyChunk(chunk []byte, m *Modifier) (Response, error)
 
 	// Body is called at the end of each message. All changes to message's

@@ -20,6 +20,12 @@ var errCloseSession = errors.New("Stop current milter processing")
 // maxPacketSize limits the command byte and payload before allocation.
 const maxPacketSize = 1 << 20
 
+// maxReusedPacketSize is the largest packet a session reads into its reused
+// buffer. MTAs send a body in chunks of at most 65535 bytes plus the command
+// byte, so a session reads a message of any size without allocating per
+// chunk; a larger packet gets a buffer of its own, which is not kept.
+const maxReusedPacketSize = 1 << 17
+
 // milterSession keeps session state during MTA communication
 type milterSession struct {
 	server   *Server
@@ -29,14 +35,23 @@ type milterSession struct {
 	headers  textproto.MIMEHeader
 	macros   map[string]string
 	backend  Milter
+	buf      []byte // reused by ReadPacket
 }
 
-// ReadPacket reads incoming milter packet
+// ReadPacket reads incoming milter packet. Its Data is only valid until the
+// next ReadPacket.
 func (c *milterSession) ReadPacket() (*Message, error) {
-	return readPacket(c.conn, 0)
+	return readPacketInto(c.conn, 0, &c.buf)
 }
 
 func readPacket(conn net.Conn, timeout time.Duration) (*Message, error) {
+	return readPacketInto(conn, timeout, nil)
+}
+
+// readPacketInto reads one packet. With a non-nil buf, the packet is read into
+// *buf if it fits in maxReusedPacketSize (growing *buf as needed), and the
+// returned Message's Data is only valid until buf is used again.
+func readPacketInto(conn net.Conn, timeout time.Duration, buf *[]byte) (*Message, error) {
 	if timeout != 0 {
 		conn.SetReadDeadline(time.Now().Add(timeout))
 		defer conn.SetReadDeadline(time.Time{})
@@ -55,7 +70,22 @@ func readPacket(conn net.Conn, timeout time.Duration) (*Message, error) {
 	}
 
 	// read packet data
-	data := make([]byte, length)
+	var data []byte
+	switch {
+	case buf != nil && int(length) <= cap(*buf):
+		data = (*buf)[:length]
+	case buf != nil && length <= maxReusedPacketSize:
+		// 4 KiB holds most commands and headers: a session grows its
+		// buffer twice, for those and for the first body chunk.
+		size := length
+		if size < 4096 {
+			size = 4096
+		}
+		*buf = make([]byte, length, size)
+		data = *buf
+	default:
+		data = make([]byte, length)
+	}
 	if _, err := io.ReadFull(conn, data); err != nil {
 		return nil, err
 	}

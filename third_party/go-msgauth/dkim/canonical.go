@@ -28,8 +28,11 @@ type crlfFixer struct {
 	cr bool
 }
 
-func (cf *crlfFixer) Fix(b []byte) []byte {
-	res := make([]byte, 0, len(b))
+// Fix appends b to dst with every lone LF made CRLF. The body canonicalizers
+// pass buffers they reuse from one Write to the next, so that a body costs a
+// few allocations rather than two copies of itself.
+func (cf *crlfFixer) Fix(dst, b []byte) []byte {
+	res := dst
 	for _, ch := range b {
 		prevCR := cf.cr
 		cf.cr = false
@@ -54,15 +57,18 @@ func (c *simpleCanonicalizer) CanonicalizeHeader(s string) string {
 
 type simpleBodyCanonicalizer struct {
 	w         io.Writer
-	crlfBuf   []byte
+	buf       []byte // reused by Write
+	crlfBuf   []byte // the tail of buf held back by the last Write
 	crlfFixer crlfFixer
 }
 
 func (c *simpleBodyCanonicalizer) Write(b []byte) (int, error) {
 	written := len(b)
-	b = append(c.crlfBuf, b...)
-
-	b = c.crlfFixer.Fix(b)
+	// The held-back CRLFs move to the front of buf (copy allows the overlap),
+	// and b is appended after them.
+	n := copy(c.buf, c.crlfBuf)
+	b = c.crlfFixer.Fix(c.buf[:n], b)
+	c.buf = b
 
 	end := len(b)
 	// If it ends with \r, maybe the next write will begin with \n
@@ -128,14 +134,17 @@ type relaxedBodyCanonicalizer struct {
 	wsp       bool
 	written   bool
 	crlfFixer crlfFixer
+	fixed     []byte // reused by Write
+	canonical []byte // reused by Write
 }
 
 func (c *relaxedBodyCanonicalizer) Write(b []byte) (int, error) {
 	written := len(b)
 
-	b = c.crlfFixer.Fix(b)
+	b = c.crlfFixer.Fix(c.fixed[:0], b)
+	c.fixed = b
 
-	canonical := make([]byte, 0, len(b))
+	canonical := c.canonical[:0]
 	for _, ch := range b {
 		if ch == ' ' || ch == '\t' {
 			c.wsp = true
@@ -156,6 +165,7 @@ func (c *relaxedBodyCanonicalizer) Write(b []byte) (int, error) {
 		}
 	}
 
+	c.canonical = canonical
 	if !c.written && len(canonical) > 0 {
 		c.written = true
 	}
