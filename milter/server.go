@@ -74,8 +74,8 @@ type Server struct {
 	cfg     atomic.Pointer[config]
 	metrics *metrics
 
+	listeners listen.Set
 	mu        sync.Mutex
-	listeners map[net.Listener]struct{}
 	conns     map[*conn]struct{}
 	draining  atomic.Bool // set under mu, read without it
 	wg        sync.WaitGroup
@@ -88,9 +88,8 @@ func NewServer(opts Options) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{
-		metrics:   newMetrics(opts.Registerer),
-		listeners: make(map[net.Listener]struct{}),
-		conns:     make(map[*conn]struct{}),
+		metrics: newMetrics(opts.Registerer),
+		conns:   make(map[*conn]struct{}),
 	}
 	s.cfg.Store(cfg)
 	return s, nil
@@ -111,20 +110,10 @@ func (s *Server) SetOptions(opts Options) error {
 // Serve accepts MTA connections on l (TCP or unix) until Shutdown, and then
 // returns ErrServerClosed. It closes l.
 func (s *Server) Serve(l net.Listener) error {
-	s.mu.Lock()
-	if s.draining.Load() {
-		s.mu.Unlock()
-		l.Close()
+	if !s.listeners.Add(l) {
 		return ErrServerClosed
 	}
-	s.listeners[l] = struct{}{}
-	s.mu.Unlock()
-	defer func() {
-		s.mu.Lock()
-		delete(s.listeners, l)
-		s.mu.Unlock()
-		l.Close()
-	}()
+	defer s.listeners.Remove(l)
 
 	for {
 		nc, err := listen.Accept(l, s.draining.Load, func(err error, pause time.Duration) {
@@ -163,9 +152,7 @@ func (s *Server) Serve(l net.Listener) error {
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	s.draining.Store(true)
-	for l := range s.listeners {
-		l.Close()
-	}
+	s.listeners.Close()
 	for c := range s.conns {
 		c.kick()
 	}

@@ -49,8 +49,8 @@ type Server struct {
 	metrics  *Metrics
 
 	shutting  atomic.Bool
+	listeners listen.Set
 	mu        sync.Mutex
-	listeners map[net.Listener]struct{}
 	conns     map[*serverConn]struct{}
 }
 
@@ -67,11 +67,10 @@ func NewServer(p *Pipeline, opts ServerOptions) *Server {
 	}
 	opts.Limits = opts.Limits.withDefaults()
 	s := &Server{
-		opts:      opts,
-		log:       opts.Logger,
-		metrics:   opts.Metrics,
-		listeners: make(map[net.Listener]struct{}),
-		conns:     make(map[*serverConn]struct{}),
+		opts:    opts,
+		log:     opts.Logger,
+		metrics: opts.Metrics,
+		conns:   make(map[*serverConn]struct{}),
 	}
 	if s.log == nil {
 		s.log = slog.Default()
@@ -92,20 +91,10 @@ func (s *Server) SetPipeline(p *Pipeline) { s.pipeline.Store(p) }
 // Serve accepts connections on l until Shutdown (then it returns
 // ErrServerClosed) or a permanent accept error. It closes l on return.
 func (s *Server) Serve(l net.Listener) error {
-	s.mu.Lock()
-	if s.shutting.Load() {
-		s.mu.Unlock()
-		l.Close()
+	if !s.listeners.Add(l) {
 		return ErrServerClosed
 	}
-	s.listeners[l] = struct{}{}
-	s.mu.Unlock()
-	defer func() {
-		s.mu.Lock()
-		delete(s.listeners, l)
-		s.mu.Unlock()
-		l.Close()
-	}()
+	defer s.listeners.Remove(l)
 
 	for {
 		nc, err := listen.Accept(l, s.shutting.Load, func(err error, pause time.Duration) {
@@ -132,11 +121,7 @@ func (s *Server) Serve(l net.Listener) error {
 // ctx's error.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.shutting.Store(true)
-	s.mu.Lock()
-	for l := range s.listeners {
-		l.Close()
-	}
-	s.mu.Unlock()
+	s.listeners.Close()
 
 	tick := time.NewTicker(5 * time.Millisecond)
 	defer tick.Stop()
