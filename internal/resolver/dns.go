@@ -252,6 +252,13 @@ func (r *DNS) LookupAddr(ctx context.Context, addr string) ([]string, error) {
 // lookup returns the entry for name/qtype with records, from the cache or
 // upstream, or the caller's error. The entry is shared: read only.
 func (r *DNS) lookup(ctx context.Context, name string, qtype uint16) (*entry, error) {
+	// A caller that has already given up gets its context's error every
+	// time, whether or not the answer is cached or arrives in the same
+	// instant: the verdict must not depend on which of two ready channels
+	// select picks.
+	if ctx.Err() != nil {
+		return nil, ctxError(ctx, name)
+	}
 	key := keyFor(name, qtype)
 	if e, ok := r.cache.get(key, r.now()); ok {
 		r.metrics.hits.Inc()

@@ -553,6 +553,27 @@ func TestWaiterCancelDoesNotCancelQuery(t *testing.T) {
 	}
 }
 
+// TestEndedContext: a caller whose context has already ended gets its
+// context's error, cached answer or not, and no query is sent for it.
+func TestEndedContext(t *testing.T) {
+	srv := dnstest.NewServer(t, zone)
+	r := newResolver(t, Options{}, srv)
+	if _, err := r.LookupTXT(t.Context(), "example.com"); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	for _, name := range []string{"example.com", "mail.example.com"} {
+		_, err := r.LookupTXT(ctx, name)
+		if de := dnsError(t, err); !de.IsTemporary || de.IsTimeout || de.Err != context.Canceled.Error() || de.Name != name {
+			t.Errorf("%s: %#v", name, de)
+		}
+	}
+	if q := srv.Queries("mail.example.com", dns.TypeTXT); q != 0 {
+		t.Errorf("%d queries sent for a caller that had given up", q)
+	}
+}
+
 func TestOddNames(t *testing.T) {
 	srv := dnstest.NewServer(t, zone)
 	r := newResolver(t, Options{}, srv)
