@@ -4,8 +4,10 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/binary"
 	"fmt"
 	"io"
+	stdlog "log"
 	"net"
 	"net/http"
 	"net/netip"
@@ -365,5 +367,39 @@ func TestReloadBrokenKeyList(t *testing.T) {
 	// The daemon still answers, with the configuration it had.
 	if got := ask(t, dial(t, td.policyAddr()), "127.0.0.1", "a@example.com", "u@example.com"); got != "DUNNO" {
 		t.Errorf("after a failed reload: %q", got)
+	}
+}
+
+// TestLibraryLogsReachTheLog: go-milter reports a broken session through
+// the standard log package; the line lands in the daemon's log as a
+// warning, and the standard logger is given back when the daemon stops.
+func TestLibraryLogsReachTheLog(t *testing.T) {
+	before := stdlog.Writer()
+	td := startDaemon(t)
+	c, err := net.Dial("tcp", td.milterAddr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	optneg := []byte{0, 0, 0, 13, 'O', 0, 0, 0, 6, 0, 0, 0x01, 0xff, 0, 0x1f, 0xff, 0xff}
+	if _, err := c.Write(optneg); err != nil {
+		t.Fatal(err)
+	}
+	var hdr [4]byte
+	if _, err := io.ReadFull(c, hdr[:]); err != nil {
+		t.Fatalf("no OPTNEG reply: %v", err)
+	}
+	if _, err := io.CopyN(io.Discard, c, int64(binary.BigEndian.Uint32(hdr[:]))); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Write([]byte{0, 0, 0, 1, 'Z'}); err != nil { // no such command
+		t.Fatal(err)
+	}
+	waitLog(t, td.logs, `level=WARN msg=library err="Unrecognized command code: Z"`)
+	if err := td.stop(); err != nil {
+		t.Fatal(err)
+	}
+	if stdlog.Writer() != before {
+		t.Error("the standard logger still writes to the daemon's log after it stopped")
 	}
 }

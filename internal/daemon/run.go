@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	stdlog "log"
 	"log/slog"
 	"os"
+	"strings"
 	"syscall"
 	"time"
 
@@ -56,6 +58,7 @@ func Run(opts Options) error {
 	out := newLineWriter(opts.LogOutput)
 	defer out.Close()
 	log := NewLogger(out, cfg.Log.Format, level)
+	defer routeStdlog(log)()
 
 	d, err := New(cfg, log, level)
 	if err != nil {
@@ -94,6 +97,31 @@ func NewLogger(w io.Writer, format string, level *slog.LevelVar) *slog.Logger {
 		return slog.New(slog.NewJSONHandler(w, o))
 	}
 	return slog.New(slog.NewTextHandler(w, o))
+}
+
+// routeStdlog sends what libraries print through the standard log package
+// to log, as warnings, until the returned func restores the old output.
+// go-milter reports that way a connection that broke mid-command or a
+// panic in a callback; without this those lines would reach stderr without
+// time, level or format.
+func routeStdlog(log *slog.Logger) (restore func()) {
+	w, flags, prefix := stdlog.Writer(), stdlog.Flags(), stdlog.Prefix()
+	stdlog.SetOutput(stdlogWriter{log})
+	stdlog.SetFlags(0)
+	stdlog.SetPrefix("")
+	return func() {
+		stdlog.SetOutput(w)
+		stdlog.SetFlags(flags)
+		stdlog.SetPrefix(prefix)
+	}
+}
+
+// stdlogWriter turns each line the standard logger writes into a warning.
+type stdlogWriter struct{ log *slog.Logger }
+
+func (w stdlogWriter) Write(p []byte) (int, error) {
+	w.log.Warn("library", "err", strings.TrimSuffix(string(p), "\n"))
+	return len(p), nil
 }
 
 func parseLevel(s string) slog.Level {
