@@ -294,6 +294,8 @@ func TestRedisNoLostUpdates(t *testing.T) {
 	keys := [][]byte{[]byte("hot"), []byte("warm1"), []byte("warm2")}
 	const workers, each = 8, 30 // per store
 	var calls atomic.Int64
+	var applied [3]atomic.Uint64 // per key, the updates that returned success
+	var gaveUp atomic.Int64
 	var wg sync.WaitGroup
 	errs := make(chan error, 2*workers*each)
 	for _, s := range stores {
@@ -301,14 +303,23 @@ func TestRedisNoLostUpdates(t *testing.T) {
 			wg.Go(func() {
 				for i := range each {
 					// Half of the updates go to the one hot key.
-					key := keys[0]
+					k := 0
 					if i%2 == 1 {
-						key = keys[1+w%2]
+						k = 1 + w%2
 					}
-					errs <- s.Update(ctx, Clients, key, func(cur []byte) ([]byte, bool) {
+					err := s.Update(ctx, Clients, keys[k], func(cur []byte) ([]byte, bool) {
 						calls.Add(1)
 						return increment(cur)
 					})
+					switch {
+					case err == nil:
+						applied[k].Add(1)
+					case errors.Is(err, ErrUpdateConflict):
+						// Possible when the machine is loaded; it must not apply.
+						gaveUp.Add(1)
+					default:
+						errs <- err
+					}
 				}
 			})
 		}
@@ -316,28 +327,24 @@ func TestRedisNoLostUpdates(t *testing.T) {
 	wg.Wait()
 	close(errs)
 	for err := range errs {
-		if err != nil {
-			t.Fatal(err)
+		t.Fatal(err)
+	}
+	for k, key := range keys {
+		v := storeGet(t, stores[k%2], Clients, string(key))
+		if got, want := binary.BigEndian.Uint64(v), applied[k].Load(); got != want || want == 0 {
+			t.Errorf("%s counter = %d after %d successful updates", key, got, want)
 		}
-	}
-	total := uint64(0)
-	for _, k := range keys {
-		v := storeGet(t, stores[0], Clients, string(k))
-		total += binary.BigEndian.Uint64(v)
-	}
-	if total != 2*workers*each {
-		t.Errorf("counters sum to %d, want %d", total, 2*workers*each)
-	}
-	if hot := binary.BigEndian.Uint64(storeGet(t, stores[1], Clients, "hot")); hot != 2*workers*each/2 {
-		t.Errorf("hot counter = %d, want %d", hot, 2*workers*each/2)
 	}
 	conflicts := counterSum(t, reg, "postgate_greylist_redis_update_conflicts_total")
 	if got := int64(conflicts) + 2*workers*each; calls.Load() < got {
 		// Every conflict re-runs the UpdateFunc once.
 		t.Errorf("%d UpdateFunc calls, fewer than updates + conflicts = %d", calls.Load(), got)
 	}
-	if e := counterSum(t, reg, "postgate_greylist_redis_errors_total"); e != 0 {
-		t.Errorf("errors counted: %v", e)
+	if e := counterSum(t, reg, "postgate_greylist_redis_errors_total"); int64(e) != gaveUp.Load() {
+		t.Errorf("errors counted: %v, want %d (the updates that gave up)", e, gaveUp.Load())
+	}
+	if n := gaveUp.Load(); n > 0 {
+		t.Logf("%d updates gave up on conflicts", n)
 	}
 	t.Logf("%d updates: %d UpdateFunc calls, %v conflicts retried", 2*workers*each, calls.Load(), conflicts)
 }

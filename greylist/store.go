@@ -48,6 +48,8 @@ type Store interface {
 
 	// Update atomically applies fn to key and returns once the result is durable.
 	// If ctx ends first, Update returns ctx.Err() and the update may or may not happen.
+	// A store may give up on a key that other writers keep changing; it then returns
+	// ErrUpdateConflict and the update did not happen.
 	Update(ctx context.Context, b Bucket, key []byte, fn UpdateFunc) error
 
 	// Sweep deletes the keys of b for which expired returns true, in small batches so

@@ -18,8 +18,9 @@ func testStoreContract(t *testing.T, open func(t *testing.T) Store, chunk int) {
 	t.Run("NoLostUpdates", func(t *testing.T) {
 		s := open(t)
 		const workers, each = 16, 50
-		if got := incrementConcurrently(t, s, []byte("counter"), workers, each); got != workers*each {
-			t.Errorf("counter = %d, want %d", got, workers*each)
+		got, applied := incrementConcurrently(t, s, []byte("counter"), workers, each)
+		if got != applied || applied == 0 {
+			t.Errorf("counter = %d after %d of %d updates returned success", got, applied, workers*each)
 		}
 	})
 	t.Run("ScanAndSweep", func(t *testing.T) { testStoreScanAndSweep(t, open(t), 2*chunk+345) })
@@ -100,9 +101,11 @@ func testStoreUpdateSemantics(t *testing.T, s Store) {
 }
 
 // incrementConcurrently adds 1 to the counter at key workers*each times from
-// workers goroutines and returns the counter: every read-modify-write must
-// apply exactly once.
-func incrementConcurrently(t *testing.T, s Store, key []byte, workers, each int) uint64 {
+// workers goroutines and returns the counter and how many updates returned
+// success: every one of those must apply exactly once. A store may give up
+// on an update other writers keep racing (ErrUpdateConflict, which a loaded
+// machine can cause); that update must not apply. Any other error fails.
+func incrementConcurrently(t *testing.T, s Store, key []byte, workers, each int) (counter, applied uint64) {
 	t.Helper()
 	ctx := context.Background()
 	var wg sync.WaitGroup
@@ -116,16 +119,25 @@ func incrementConcurrently(t *testing.T, s Store, key []byte, workers, each int)
 	}
 	wg.Wait()
 	close(errs)
+	gaveUp := 0
 	for err := range errs {
-		if err != nil {
+		switch {
+		case err == nil:
+			applied++
+		case errors.Is(err, ErrUpdateConflict):
+			gaveUp++
+		default:
 			t.Fatal(err)
 		}
+	}
+	if gaveUp > 0 {
+		t.Logf("%d updates gave up on conflicts", gaveUp)
 	}
 	v := storeGet(t, s, Clients, string(key))
 	if len(v) != 8 {
 		t.Fatalf("counter value %q", v)
 	}
-	return binary.BigEndian.Uint64(v)
+	return binary.BigEndian.Uint64(v), applied
 }
 
 // increment is an UpdateFunc adding 1 to a big-endian uint64 counter.
