@@ -253,9 +253,9 @@ func (r *DNS) LookupAddr(ctx context.Context, addr string) ([]string, error) {
 // upstream, or the caller's error. The entry is shared: read only.
 func (r *DNS) lookup(ctx context.Context, name string, qtype uint16) (*entry, error) {
 	// A caller that has already given up gets its context's error every
-	// time, whether or not the answer is cached or arrives in the same
-	// instant: the verdict must not depend on which of two ready channels
-	// select picks.
+	// time. Without this check it got an answer when the name was cached or
+	// when it ran the query itself (which ignores its cancellation), and an
+	// error otherwise: a DKIM or SPF verdict depended on timing.
 	if ctx.Err() != nil {
 		return nil, ctxError(ctx, name)
 	}
