@@ -1,7 +1,6 @@
 package policy
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"strings"
@@ -10,6 +9,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
+
+	"postgate/internal/syncbuf"
 )
 
 // postfixRCPT is what Postfix 3.8 sends at RCPT TO for a TLS client.
@@ -88,23 +89,8 @@ func request(set map[string]string) string {
 	return b.String()
 }
 
-// syncBuffer is a log sink safe for the server's goroutines.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
+// syncBuffer is the log sink of the server tests, with a line filter.
+type syncBuffer struct{ syncbuf.Buffer }
 
 // lines returns the log lines containing all of subs.
 func (b *syncBuffer) lines(subs ...string) []string {

@@ -16,26 +16,11 @@ import (
 
 	"postgate/internal/dnstest"
 	"postgate/internal/resolver"
+	"postgate/internal/syncbuf"
 )
 
-// syncBuffer collects log output; slog handlers may write from several
-// goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+// syncBuffer collects log output, with a line counter.
+type syncBuffer struct{ syncbuf.Buffer }
 
 // count returns how many log lines contain every one of subs.
 func (s *syncBuffer) count(subs ...string) int {

@@ -1,7 +1,6 @@
 package rbl
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"net"
@@ -11,13 +10,13 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/miekg/dns"
 
 	"postgate/internal/resolver"
+	"postgate/internal/syncbuf"
 )
 
 const rbldnsdPath = "/usr/sbin/rbldnsd"
@@ -42,24 +41,6 @@ spam.example
 .evil.example :127.0.1.4:Phish domain $
 ip-query.example :127.0.1.255:IP queried against the DBL
 `,
-}
-
-// lockedBuffer is written by the exec package's copying goroutine.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // startRbldnsd runs rbldnsd in the foreground on a free loopback port and
@@ -99,7 +80,7 @@ func startRbldnsd(t *testing.T) string {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 		cmd := exec.CommandContext(ctx, rbldnsdPath, "-n", "-b", "127.0.0.1/"+strconv.Itoa(port), "-w", dir,
 			"-t", "60", "bl.test:ip4set:ip4", "bl.test:ip6trie:ip6", "dbl.test:dnset:dn")
-		out := &lockedBuffer{}
+		out := &syncbuf.Buffer{}
 		cmd.Stdout, cmd.Stderr = out, out
 		if err := cmd.Start(); err != nil {
 			cancel()

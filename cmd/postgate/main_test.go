@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -17,6 +16,7 @@ import (
 	"postgate/greylist"
 	"postgate/internal/dnstest"
 	"postgate/internal/redistest"
+	"postgate/internal/syncbuf"
 )
 
 func runCLI(t *testing.T, args ...string) (code int, stdout, stderr string) {
@@ -228,7 +228,7 @@ func TestSystemdUnitCommands(t *testing.T) {
 			}
 		case "serve":
 			// It serves, and stops cleanly on SIGTERM (systemctl stop).
-			var errOut syncBuffer
+			var errOut syncbuf.Buffer
 			done := make(chan int)
 			go func() { done <- run(args[1:], io.Discard, &errOut) }()
 			for deadline := time.Now().Add(10 * time.Second); !strings.Contains(errOut.String(), "postgate started"); time.Sleep(10 * time.Millisecond) {
@@ -247,21 +247,4 @@ func TestSystemdUnitCommands(t *testing.T) {
 	if strings.Join(seen, ",") != "ExecStartPre,ExecStart" {
 		t.Errorf("unit has %v", seen)
 	}
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

@@ -2,7 +2,6 @@ package daemon
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/binary"
 	"fmt"
@@ -14,7 +13,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -24,25 +22,8 @@ import (
 	"postgate/internal/admin"
 	"postgate/internal/dnstest"
 	"postgate/internal/redistest"
+	"postgate/internal/syncbuf"
 )
-
-// lockedBuffer collects the daemon's log lines.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 type testDaemon struct {
 	t       *testing.T
@@ -51,7 +32,7 @@ type testDaemon struct {
 	sigs    chan os.Signal
 	done    chan error
 	d       *Daemon
-	logs    *lockedBuffer
+	logs    *syncbuf.Buffer
 	config  string
 }
 
@@ -87,7 +68,7 @@ func startDaemonWith(t *testing.T, greylistExtra string) *testDaemon {
 	t.Helper()
 	dir := t.TempDir()
 	td := &testDaemon{t: t, dir: dir, cfgPath: filepath.Join(dir, "postgate.toml"),
-		sigs: make(chan os.Signal, 1), done: make(chan error, 1), logs: &lockedBuffer{}}
+		sigs: make(chan os.Signal, 1), done: make(chan error, 1), logs: &syncbuf.Buffer{}}
 	dns := dnstest.NewServer(t, dnstest.Zone{
 		"test. 0 IN SOA ns.test. hostmaster.test. 1 3600 600 86400 60",
 		"example.org. 0 IN TXT \"v=spf1 ip4:192.0.2.0/24 ip4:198.51.100.0/24 -all\"",
@@ -278,7 +259,7 @@ func TestStartErrors(t *testing.T) {
 	}
 }
 
-func waitLog(t *testing.T, logs *lockedBuffer, s string) {
+func waitLog(t *testing.T, logs *syncbuf.Buffer, s string) {
 	t.Helper()
 	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
 		if strings.Contains(logs.String(), s) {
