@@ -11,7 +11,6 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -28,6 +27,7 @@ import (
 	"postgate/dkim"
 	"postgate/internal/dnstest"
 	"postgate/internal/resolver"
+	"postgate/internal/syncbuf"
 )
 
 const (
@@ -90,15 +90,14 @@ type env struct {
 	keyring  *dkim.Keyring
 	rsa, ed  *dkim.Key
 	verify   *dkim.VerifyOptions
-	log      *bytes.Buffer
-	logMu    *sync.Mutex
+	log      *syncbuf.Buffer
 	listener net.Listener
 }
 
 func newEnv(t testing.TB, mutate func(*Options)) *env {
 	t.Helper()
 	rk := testRSA(t)
-	e := &env{t: t, log: &bytes.Buffer{}, logMu: &sync.Mutex{}}
+	e := &env{t: t, log: &syncbuf.Buffer{}}
 	e.dns = dnstest.NewServer(t, dnstest.Zone{
 		"example.com. 0 IN SOA ns.example.com. hostmaster.example.com. 1 3600 600 86400 60",
 		txtRecord(t, "rsa1", testDomain, rk.Public()),
@@ -122,7 +121,7 @@ func newEnv(t testing.TB, mutate func(*Options)) *env {
 		Keyring:       e.keyring,
 		VerifyOptions: e.verify,
 		AuthservID:    testAuthservID,
-		Logger:        slog.New(slog.NewTextHandler(lockedWriter{e.logMu, e.log}, nil)),
+		Logger:        slog.New(slog.NewTextHandler(e.log, nil)),
 	}
 	if mutate != nil {
 		mutate(&opts)
@@ -152,22 +151,7 @@ func newEnv(t testing.TB, mutate func(*Options)) *env {
 	return e
 }
 
-type lockedWriter struct {
-	mu *sync.Mutex
-	w  io.Writer
-}
-
-func (l lockedWriter) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.w.Write(p)
-}
-
-func (e *env) logText() string {
-	e.logMu.Lock()
-	defer e.logMu.Unlock()
-	return e.log.String()
-}
+func (e *env) logText() string { return e.log.String() }
 
 // session opens a milter session as go-milter's client (which, like an
 // MTA without version 6 options, gets header values without the leading
