@@ -277,6 +277,9 @@ func TestMilterClient_UsualFlow(t *testing.T) {
 
 func TestMilterClient_AbortFlow(t *testing.T) {
 	macros := make(map[string]string)
+	// Abort has no reply, so session.Abort returns before the server has run
+	// AbortMod: the test waits on aborted before it reads macros.
+	aborted := make(chan struct{}, 1)
 	mm := MockMilter{
 		ConnResp: RespContinue,
 		HeloResp: RespContinue,
@@ -285,6 +288,7 @@ func TestMilterClient_AbortFlow(t *testing.T) {
 		},
 		AbortMod: func(m *Modifier) {
 			macros = m.Macros
+			aborted <- struct{}{}
 		},
 	}
 	s := Server{
@@ -352,6 +356,7 @@ func TestMilterClient_AbortFlow(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	<-aborted
 
 	// Validate macro values are preserved for the abort callback
 	if v, ok := macros["tls_version"]; !ok || v != "very old" {
