@@ -52,6 +52,7 @@ import (
 	"github.com/miekg/dns"
 
 	"postgate/internal/dnstest"
+	"postgate/internal/testhost"
 )
 
 const (
@@ -89,7 +90,7 @@ func TestMilterVsOpenDKIM(t *testing.T) {
 
 	e := milterSetup(t)
 	rep := &milterReport{dir: e.dir}
-	rep.loadBefore = milterLoadAvg()
+	rep.loadBefore = testhost.LoadAvg()
 
 	// 1. Correctness of both milters before any measurement.
 	probeMods := e.probe(t)
@@ -140,7 +141,7 @@ func TestMilterVsOpenDKIM(t *testing.T) {
 			rep.rows = append(rep.rows, row)
 		}
 	}
-	rep.loadAfter = milterLoadAvg()
+	rep.loadAfter = testhost.LoadAvg()
 	rep.postgateConf = e.pgConfText
 	rep.opendkimConf = e.odConfText
 
@@ -212,7 +213,7 @@ func milterSetup(t *testing.T) *milterEnv {
 	// postgate.
 	keyList := filepath.Join(e.dir, "keylist")
 	milterWrite(t, keyList, keyListLine+"\n")
-	e.adminAddr = fmt.Sprintf("127.0.0.1:%d", milterFreePort(t))
+	e.adminAddr = fmt.Sprintf("127.0.0.1:%d", testhost.FreePort(t))
 	pgSock := filepath.Join(e.dir, "pg.sock")
 	e.pgConfText = fmt.Sprintf(`[log]
 level = "warn"
@@ -381,16 +382,6 @@ func milterWrite(t *testing.T, path, content string) {
 	}
 }
 
-func milterFreePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
 // milterMessage is milterload's sign-mode message (cmd/milterload
 // makeMessage): size bytes from from, CRLF.
 func milterMessage(from string, size int) []byte {
@@ -429,18 +420,6 @@ func milterEnvInt(t *testing.T, name string, def int) int {
 		t.Fatalf("%s=%q: want 1 to 10", name, v)
 	}
 	return n
-}
-
-func milterLoadAvg() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return "?"
-	}
-	f := strings.Fields(string(b))
-	if len(f) < 3 {
-		return "?"
-	}
-	return strings.Join(f[:3], " ")
 }
 
 // milterDNSForwarder answers DNS on host:53 (UDP and TCP) by passing each

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"postgate/internal/redistest"
+	"postgate/internal/testhost"
 )
 
 // TestPolicyVersusPostgrey measures postgate's policy service beside postgrey
@@ -93,15 +94,6 @@ func policyBuild(t *testing.T) policyBinaries {
 	return b
 }
 
-func policyFreePort(t *testing.T) int {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
 // policyStart starts a fresh daemon (empty database) and returns its address.
 func policyStart(t *testing.T, target string, bin policyBinaries, postgrey string, redisAddr ...string) (string, func()) {
 	t.Helper()
@@ -110,7 +102,7 @@ func policyStart(t *testing.T, target string, bin policyBinaries, postgrey strin
 	if err != nil {
 		t.Fatal(err)
 	}
-	port := policyFreePort(t)
+	port := testhost.FreePort(t)
 	var cmd *exec.Cmd
 	switch target {
 	case "postgate", "postgate-redis":

@@ -19,6 +19,8 @@ import (
 	"time"
 
 	"github.com/emersion/go-msgauth/dkim"
+
+	"postgate/internal/testhost"
 )
 
 // TestBenchMilterOverhead measures what postgate's milter adds to each
@@ -54,14 +56,14 @@ func TestBenchMilterOverhead(t *testing.T) {
 	if !e.hasSection("milter") || !e.hasSection("dkim") || e.keylistFile == "" {
 		t.Skipf("postgate has no [milter]/[dkim] or the e2e instance has no signing key: %v", e.notes)
 	}
-	loadBefore := benchLoadAvg()
+	loadBefore := testhost.LoadAvg()
 
 	// The services without a milter (and with OpenDKIM) are copies of the
 	// harness's, added to master.cf after the fact and picked up by a
 	// postfix reload.
 	sub := benchSubmissionEntry(t, e)
-	subPlain := freePort(t)
-	mxPlain := freePort(t)
+	subPlain := testhost.FreePort(t)
+	mxPlain := testhost.FreePort(t)
 	services := []string{
 		benchService(sub, subPlain, "bench-sub-nomilter", "-o smtpd_milters="),
 		fmt.Sprintf("127.0.0.1:%d inet n - n - - smtpd\n  -o syslog_name=postfix/bench-mx-nomilter\n  -o smtpd_milters=\n", mxPlain),
@@ -76,7 +78,7 @@ func TestBenchMilterOverhead(t *testing.T) {
 		t.Logf("OpenDKIM left out: %v", err)
 	} else {
 		odkim = od
-		subOD = freePort(t)
+		subOD = testhost.FreePort(t)
 		services = append(services, benchService(sub, subOD, "bench-sub-opendkim", "-o smtpd_milters="+od.milter))
 		addrs = append(addrs, fmt.Sprintf("127.0.0.1:%d", subOD))
 	}
@@ -166,7 +168,7 @@ func TestBenchMilterOverhead(t *testing.T) {
 			t.Fatalf("%s: %v", want, err)
 		}
 	}
-	loadAfter := benchLoadAvg()
+	loadAfter := testhost.LoadAvg()
 
 	// The report.
 	var b strings.Builder
@@ -628,18 +630,6 @@ func benchSignedMs(d time.Duration) string {
 	return s
 }
 
-func benchLoadAvg() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return "?"
-	}
-	f := strings.Fields(string(b))
-	if len(f) < 3 {
-		return "?"
-	}
-	return strings.Join(f[:3], " ")
-}
-
 // --- OpenDKIM, for comparison --------------------------------------------------
 
 type benchOpenDKIM struct {
@@ -667,7 +657,7 @@ func (e *env) startOpenDKIM() (*benchOpenDKIM, error) {
 	if err := os.MkdirAll(d, 0o755); err != nil {
 		return nil, err
 	}
-	port := freePort(e.t)
+	port := testhost.FreePort(e.t)
 	keyName := e.dkimSelector + "._domainkey." + ourDomain
 	keyFile := filepath.Join(e.dkimKeyDir, e.dkimSelector+".private")
 	writeFile(e.t, filepath.Join(d, "keytable"), fmt.Sprintf("%s %s:%s:%s\n", keyName, ourDomain, e.dkimSelector, keyFile))

@@ -29,6 +29,7 @@ import (
 	"github.com/pelletier/go-toml/v2"
 
 	"postgate/internal/dnstest"
+	"postgate/internal/testhost"
 )
 
 const (
@@ -201,8 +202,8 @@ func newEnv(t *testing.T) *env {
 
 	e.sink = startSink(t)
 	e.dns = dnstest.NewServer(t, baseZone())
-	e.mxPort, e.mxDataPort, e.subPort = freePort(t), freePort(t), freePort(t)
-	e.policyPort, e.adminPort, e.milterPort = freePort(t), freePort(t), freePort(t)
+	e.mxPort, e.mxDataPort, e.subPort = testhost.FreePort(t), testhost.FreePort(t), testhost.FreePort(t)
+	e.policyPort, e.adminPort, e.milterPort = testhost.FreePort(t), testhost.FreePort(t), testhost.FreePort(t)
 
 	e.buildPostgate()
 	e.writePostgateConfig()
@@ -261,16 +262,6 @@ func moduleRoot(t *testing.T) string {
 	}
 	t.Fatal("go.mod not found above the test directory")
 	return ""
-}
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
 
 func (e *env) path(elem ...string) string {
